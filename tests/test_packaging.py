@@ -1,0 +1,71 @@
+"""The project's own files install everything, and they agree with each other."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _environment_lines() -> list[str]:
+    return [line.strip() for line in (ROOT / "environment.yml").read_text().splitlines()]
+
+
+def test_environment_yml_matches_pyproject() -> None:
+    project = _pyproject()["project"]
+    lines = _environment_lines()
+    python = next(line for line in lines if line.startswith("- python="))
+    version = python.split("=", 1)[1]
+    # requires-python is ">=X.Y": the conda python must satisfy it.
+    minimum = tuple(int(p) for p in re.search(r">=\s*([\d.]+)", project["requires-python"]).group(1).split("."))
+    assert tuple(int(p) for p in version.split(".")) >= minimum
+    assert version == "3.11", "the course is written and tested for Python 3.11"
+    assert "- pip" in lines
+    # conda installs the package itself (with the dev extras) through pip, so the dependency lists cannot drift.
+    assert "- -e .[dev]" in lines
+    assert "dev" in project["optional-dependencies"]
+    # Nothing else is pinned in environment.yml that pyproject does not know about.
+    deps = lines[lines.index("dependencies:") + 1 :]
+    conda_packages = {line[2:].split("=")[0] for line in deps if line.startswith("- ") and line != "- pip:"}
+    assert conda_packages <= {"python", "pip", "-e .[dev]"}
+
+
+def test_dependencies_are_the_chosen_ones() -> None:
+    names = {re.split(r"[<>=\[ ]", dep)[0].lower() for dep in _pyproject()["project"]["dependencies"]}
+    assert {"torch", "numpy", "datasets", "tiktoken", "matplotlib", "ipywidgets", "jupyterlab"} <= names
+    dev = {re.split(r"[<>=\[ ]", dep)[0].lower() for dep in _pyproject()["project"]["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbmake"} <= dev
+
+
+def test_torch_requirement_admits_the_local_cpu_wheel() -> None:
+    # An exact or newer-only pin would make pip replace the CPU build with a multi-GB CUDA one.
+    torch_dep = next(d for d in _pyproject()["project"]["dependencies"] if d.startswith("torch"))
+    assert "==" not in torch_dep
+    floor = re.search(r">=\s*([\d.]+)", torch_dep)
+    assert floor and tuple(int(p) for p in floor.group(1).split(".")) <= (2, 13)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in ci and "make test" in readme and "make lab" in readme
+    assert "make test" in (ROOT / "README.ja.md").read_text()
+
+
+def test_makefile_installs_cpu_torch_and_is_stamped() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "torch==2.13.0" in makefile
+    # The install recipe runs only when pyproject.toml is newer than the stamp: a second run is a no-op.
+    assert re.search(r"^\$\(STAMP\): pyproject.toml", makefile, re.M)
+    for target in ("lab:", "test:"):
+        assert re.search(rf"^{target} \$\(STAMP\)", makefile, re.M)
+
+
+def test_console_script_points_at_the_cli() -> None:
+    assert _pyproject()["project"]["scripts"]["llmlab"] == "llmlab.cli:main"

@@ -1,0 +1,222 @@
+"""llmlab.widgets: the panels' pure methods, the real training path behind the Train button, the live plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmlab import widgets
+from llmlab.config import Config, ModelConfig, TrainConfig
+from llmlab.model import GPT
+from llmlab.tokenizers import get_tokenizer
+from llmlab.train import EvalInfo, StepInfo, lr_at
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from llmlab.data import prepare
+
+    root = tmp_path_factory.mktemp("widgets")
+    src = root / "corpus"
+    src.mkdir()
+    for i in range(10):  # ten "documents", so the document-level split has a validation part
+        (src / f"doc{i}.txt").write_text(TEXT[i * 300:] + TEXT[: i * 300], encoding="utf-8")
+    out = root / "data"
+    prepare(source=str(src), tokenizer="char", out_dir=out, progress=False)
+    return out
+
+
+def _tiny_base() -> Config:
+    return Config(
+        model=ModelConfig(vocab_size=64, block_size=16, embedding_size=32, num_heads=2, depth=1),
+        train=TrainConfig(batch_size=4, max_iters=6, max_lr=3e-3, min_lr=3e-4, warmup_iters=1, eval_interval=3,
+                          eval_iters=1, log_interval=1, device="cpu", compile="false"),
+    )
+
+
+def test_divisors() -> None:
+    assert widgets.divisors(12) == [1, 2, 3, 4, 6, 12]
+    assert widgets.divisors(192, limit=16) == [1, 2, 3, 4, 6, 8, 12, 16]
+
+
+def test_parameters_by_component_matches_a_hand_count_and_the_model() -> None:
+    config = ModelConfig(vocab_size=85, block_size=32, embedding_size=48, num_heads=4, depth=3)
+    C, L = 48, 3
+    expected = {
+        "token embedding": 85 * C,  # tied with lm_head: counted once
+        "position embedding": 32 * C,
+        "attention": L * (C * 3 * C + 3 * C + C * C + C),
+        "MLP": L * (C * 4 * C + 4 * C + 4 * C * C + C),
+        "LayerNorm": L * 4 * C + 2 * C,
+    }
+    model = GPT(config)
+    assert widgets.parameters_by_component(model) == expected
+    assert widgets.parameters_by_component(config) == expected  # the meta-device path
+    assert sum(expected.values()) == model.num_parameters()
+
+
+def test_memory_estimate() -> None:
+    config = ModelConfig(vocab_size=85, block_size=64, embedding_size=48, num_heads=4, depth=2)
+    n = sum(widgets.parameters_by_component(config).values())
+    mem = widgets.memory_estimate(config, batch_size=8)
+    assert mem["weights"] == mem["gradients"] == 4 * n
+    assert mem["optimizer"] == 8 * n  # AdamW: two fp32 moments per parameter
+    longer = widgets.memory_estimate(ModelConfig(**{**config.__dict__, "block_size": 128}), batch_size=8)
+    assert longer["activations"] > 2 * mem["activations"]  # the T^2 attention term
+
+
+def test_liveplot_records_curves_from_trainer_hooks() -> None:
+    live = widgets.LivePlot(label="run", min_interval=math.inf)
+    live.on_train_start(type("FakeTrainer", (), {"config": Config(model=ModelConfig(vocab_size=85))})())
+    assert live.baseline == pytest.approx(math.log(85))
+    live.on_eval(None, EvalInfo(step=0, train_loss=4.4, val_loss=4.5, val_bpb=6.5))
+    for step, loss in ((1, 4.0), (2, 3.5)):
+        live.on_step_end(None, StepInfo(step=step, loss=loss, lr=1e-3, tokens_per_sec=1.0))
+    live.on_eval(None, EvalInfo(step=2, train_loss=3.4, val_loss=3.6, val_bpb=5.2))
+    live.on_train_end(None, None)
+    assert live.curves()["run"] == {"train": ([1, 2], [4.0, 3.5]), "val": ([0, 2], [4.5, 3.6])}
+    assert live.redraws == 3  # two evals + the end; steps are throttled by min_interval
+    fig = live.figure()
+    assert "step 2, loss 3.500" in fig.axes[0].get_title()
+
+
+def test_liveplot_updates_one_display_in_place() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    published: list[dict] = []
+    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append(kw)  # type: ignore[method-assign]
+    try:
+        live = widgets.LivePlot(label="run", min_interval=0.0)
+        live.on_step_end(None, StepInfo(step=1, loss=4.0, lr=1e-3, tokens_per_sec=1.0))
+        live.on_step_end(None, StepInfo(step=2, loss=3.0, lr=1e-3, tokens_per_sec=1.0))
+    finally:
+        InteractiveShell.clear_instance()
+    assert len(published) == 2
+    ids = {p["transient"]["display_id"] for p in published}
+    assert len(ids) == 1  # the same output, replaced: one image in the saved notebook
+    assert [p.get("update", False) for p in published] == [False, True]
+
+
+def test_experiment_panel_keeps_num_heads_valid_and_explains() -> None:
+    panel = widgets.ExperimentPanel("unused", "unused", base=_tiny_base(), steps=20)
+    panel.embedding_size.value = 96
+    panel.num_heads.value = 3
+    panel.embedding_size.value = 128  # 3 does not divide 128
+    assert 128 % panel.num_heads.value == 0
+    assert panel.num_heads.value == 2  # the nearest valid count
+    assert "num_heads=3 does not divide embedding_size=128" in panel.note.value
+    assert set(panel.num_heads.options) == set(widgets.divisors(128, 16))
+    with pytest.raises(ValueError, match="num_heads=5 does not divide embedding_size=96.*Choose num_heads from"):
+        panel.config_for(embedding_size=96, num_heads=5, depth=1, max_lr=1e-3, steps=10)
+    with pytest.raises(ValueError, match="steps=0"):
+        panel.config_for(embedding_size=96, num_heads=4, depth=1, max_lr=1e-3, steps=0)
+    cfg = panel.config_for(embedding_size=64, num_heads=4, depth=2, max_lr=2e-3, steps=60)
+    assert (cfg.model.embedding_size, cfg.model.num_heads, cfg.model.depth) == (64, 4, 2)
+    assert (cfg.train.max_lr, cfg.train.min_lr, cfg.train.max_iters) == (2e-3, 2e-4, 60)
+    assert cfg.train.eval_interval == 10  # six evaluations per run
+
+
+def test_experiment_panel_trains_through_run_and_through_the_button(data_dir: Path, tmp_path: Path) -> None:
+    panel = widgets.ExperimentPanel(data_dir, tmp_path / "runs", base=_tiny_base(), steps=6)
+    panel.embedding_size.value = 32
+    record = panel.run(**panel.values())
+    assert len(panel.runs) == 1 and record is panel.runs[0]
+    assert math.isfinite(record.final_val_loss) and record.final_val_loss < record.result.evals[0].val_loss
+    assert record.final_val_loss == record.result.evals[-1].val_loss
+    assert record.val_bpb == pytest.approx(record.result.evals[-1].val_bpb)
+    assert record.num_parameters == GPT(ModelConfig(vocab_size=_vocab(data_dir), block_size=16, embedding_size=32,
+                                                    num_heads=2, depth=1)).num_parameters()
+    assert [s for s, _ in record.val_curve] == list(range(7))  # 6 steps // 6 evaluations per run: every step
+    assert (tmp_path / "runs" / "run-1" / "best_checkpoint.bin").exists()
+
+    # The Train button's callback (what a click in the browser runs): same path, into the panel's Output.
+    panel.depth.value = 2
+    panel.button.click()
+    assert len(panel.runs) == 2, panel.status.value
+    assert panel.runs[1].settings["depth"] == 2
+    assert "Run #2 done" in panel.status.value and not panel.button.disabled
+    table = panel.table.value
+    assert table.count("<tr") == 3 and "d=2" in table
+    labels = [line.get_label() for line in panel.compare_figure().axes[0].get_lines()]
+    assert labels == [f"{r.label} {kind}" for r in panel.runs for kind in ("train", "val")]
+
+
+def _vocab(data_dir: Path) -> int:
+    from llmlab.data import load_meta
+
+    return int(load_meta(data_dir)["vocab_size"])
+
+
+def test_button_shows_errors_instead_of_swallowing_them(tmp_path: Path) -> None:
+    panel = widgets.ExperimentPanel(tmp_path / "no-data", tmp_path / "runs", base=_tiny_base(), steps=6)
+    panel.button.click()  # the data folder does not exist: the trainer raises FileNotFoundError
+    assert panel.runs == []
+    assert "FileNotFoundError" in panel.status.value and "no-data" in panel.status.value
+    assert not panel.button.disabled
+
+
+def test_runs_table_escapes_labels_and_bolds_the_best() -> None:
+    def record(label: str, loss: float) -> widgets.RunRecord:
+        settings = {"embedding_size": 64, "num_heads": 4, "depth": 2, "max_lr": 1e-3, "steps": 10}
+        return widgets.RunRecord(label, settings, 1000, 5000.0, loss, loss * 1.44, 3.0)
+
+    html = widgets.runs_table_html([record("<b>a</b>", 2.5), record("b", 2.1)])
+    assert "&lt;b&gt;a&lt;/b&gt;" in html
+    rows = html.split("<tr")[2:]
+    assert "font-weight:bold" not in rows[0] and "font-weight:bold" in rows[1]
+    assert "2.100" in rows[1] and "3.024" in rows[1]
+    assert "No runs yet" in widgets.runs_table_html([])
+
+
+def test_parameter_explorer_updates_and_adjusts_heads() -> None:
+    base = ModelConfig(vocab_size=85, block_size=64, embedding_size=192, num_heads=6, depth=4)
+    explorer = widgets.ParameterExplorer(base=base, batch_size=8)
+    counts, memory = explorer.update(**explorer.values())
+    assert counts == widgets.parameters_by_component(base)
+    assert f"{sum(counts.values()):,} parameters" in explorer.text.value
+    explorer.embedding_size.value = 256  # 6 does not divide 256
+    assert 256 % explorer.num_heads.value == 0
+    assert f"{sum(widgets.parameters_by_component(ModelConfig(**{**base.__dict__, 'embedding_size': 256, 'num_heads': explorer.num_heads.value})).values()):,}" in explorer.text.value
+    with pytest.raises(ValueError, match="num_heads"):
+        explorer.update(embedding_size=100, num_heads=3, depth=1)
+
+
+def test_lr_schedule_panel_matches_lr_at() -> None:
+    train = TrainConfig(max_iters=200, warmup_iters=20, max_lr=1e-3, min_lr=1e-4)
+    panel = widgets.LRSchedulePanel(train)
+    lrs = panel.update(max_lr=3e-3, warmup_iters=10)
+    expected = Config(train=train).override(max_lr=3e-3, min_lr=3e-3 / 10, warmup_iters=10).train
+    assert lrs == [lr_at(s, expected) for s in range(201)]
+    assert max(lrs) == pytest.approx(3e-3, rel=1e-2)
+    panel.max_lr.value = 1e-2  # the slider path: redraws without raising
+    assert "peak 1.0" in panel.note.value or "peak 9.9" in panel.note.value
+
+
+def test_sampling_panel_stages_follow_the_transforms() -> None:
+    torch.manual_seed(0)
+    tok = get_tokenizer("char", text=TEXT)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=32, embedding_size=32, num_heads=2, depth=1))
+    panel = widgets.SamplingPanel(model, tok, "First ", max_new_tokens=10)
+    with torch.no_grad():
+        logits = model(torch.tensor([tok.encode("First ")]))[0][0, -1]
+    stages = panel.update(temperature=0.5, top_k=3, top_p=1.0)
+    assert list(stages) == ["original", "temperature 0.5", "+ top-k 3"]
+    torch.testing.assert_close(stages["temperature 0.5"], F.softmax(logits / 0.5, dim=-1))
+    assert int((stages["+ top-k 3"] > 0).sum()) == 3
+    assert set(torch.topk(logits, 3).indices.tolist()) == set(torch.nonzero(stages["+ top-k 3"]).flatten().tolist())
+    stages = panel.update(temperature=1.0, top_k=0, top_p=0.5)
+    kept = stages["+ top-p 0.5"] > 0
+    original = stages["original"]
+    assert original[kept].sum() >= 0.5 and original[kept].sum() - original[kept].min() < 0.5  # smallest nucleus
+    assert panel.last_text.startswith("First ") and len(panel.last_text) >= len("First ") + 10
+    assert "First " in panel.sample.value
+    with pytest.raises(ValueError, match="prompt is empty"):
+        widgets.SamplingPanel(model, tok, "")
