@@ -361,7 +361,7 @@ class ExperimentPanel:
         if steps < 1:
             raise ValueError(f"steps={steps} is not valid: train for at least 1 step.")
         warmup = min(self.base.train.warmup_iters, max(steps // 10, 0))
-        interval = max(steps // self.evals_per_run, 1)
+        interval = max(math.ceil(steps / self.evals_per_run), 1)  # about evals_per_run evaluations
         return self.base.override(
             embedding_size=embedding_size, num_heads=num_heads, depth=depth,
             max_lr=float(max_lr), min_lr=float(max_lr) / 10, max_iters=steps, warmup_iters=warmup,

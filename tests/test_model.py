@@ -107,6 +107,18 @@ def test_loss_equals_cross_entropy_computed_independently() -> None:
     assert loss is not None and abs(loss.item() - expected.item()) < 1e-5
 
 
+def test_loss_accepts_non_contiguous_targets() -> None:
+    # A window sliced out of a wider tensor (e.g. a column slice of a batch) is not contiguous.
+    model = make_model()
+    wide = torch.randint(0, 37, (2, 20))
+    idx, targets = wide[:, :9], wide[:, 1:10]
+    assert not targets.is_contiguous()
+    _, loss = model(idx, targets)
+    _, loss_contiguous = model(idx, targets.contiguous())
+    assert loss is not None and loss_contiguous is not None
+    assert torch.equal(loss, loss_contiguous)
+
+
 def test_forward_rejects_too_long_or_badly_shaped_input() -> None:
     model = make_model()
     with pytest.raises(ValueError, match="block_size=16"):
@@ -187,6 +199,7 @@ def test_optimizer_decays_only_matrices() -> None:
     # 2 embeddings + 4 matrices per block; 4 biases + 4 LayerNorm tensors per block + final LayerNorm (2)
     assert len(decay["params"]) == 2 + 4 * 2 and len(no_decay["params"]) == 8 * 2 + 2
     assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["betas"] == (0.9, 0.95)
+    assert all(g["fused"] for g in opt.param_groups)  # one fused kernel call, not a per-tensor loop
 
 
 def test_flops_and_mfu_estimates() -> None:
