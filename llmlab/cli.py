@@ -86,10 +86,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from llmlab import data
 
     out = Path(args.out) if args.out else data.default_data_dir(args.source, args.tokenizer)
-    meta = data.prepare(source=args.source, tokenizer=args.tokenizer, out_dir=out, num_proc=args.num_proc,
-                        val_fraction=args.val_fraction, split=args.split, force=args.force)
-    print(f"{out}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
-          f"tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']:,}).")
+    # prepare() reports progress and prints the summary line itself.
+    data.prepare(source=args.source, tokenizer=args.tokenizer, out_dir=out, num_proc=args.num_proc,
+                 val_fraction=args.val_fraction, split=args.split, force=args.force)
     return 0
 
 
