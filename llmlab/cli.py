@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
     p.add_argument("--source", default=None,
-                   help="a .txt/.jsonl/.parquet file or folder, or a hub dataset id (default: embedded Shakespeare)")
+                   help="a .txt/.jsonl/.parquet file or folder, openwebtext, or hf:OWNER/NAME for a hub dataset (default: embedded Shakespeare)")
     p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
     p.add_argument("--num-proc", type=int, default=1, help="worker processes for tokenizing (default 1)")
-    p.add_argument("--out", default=None, help="output directory (default data/shakespeare_<tokenizer>)")
+    p.add_argument("--out", default=None, help="output directory (default data/<source name>_<tokenizer>)")
     p.add_argument("--force", action="store_true", help="rebuild even if matching outputs exist")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
     p.add_argument("--split", default="documents", choices=["documents", "tail"],

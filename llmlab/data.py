@@ -439,14 +439,27 @@ def _tail_pieces(ds: datasets.Dataset, cut: int, piece_chars: int) -> Iterator[d
         yield {"text": piece, "is_val": is_val}
 
 
-def _resolve_tokenizer(tokenizer: str | Tokenizer, src: Source, ds: datasets.Dataset, split: str) -> Tokenizer:
-    """A Tokenizer for this corpus: "char" from the corpus's own characters, "bpe" trained on it (its first
-    million characters; the full embedded corpus for Shakespeare), "gpt2" as is, or the instance given."""
+def _train_texts(ds: datasets.Dataset, val_mask: np.ndarray | None) -> Iterator[str]:
+    """The texts of the training part only: ``val_mask`` marks val documents, else the rows' ``is_val`` flags
+    (the tail split's pieces)."""
+    index = 0
+    for batch in ds.iter(batch_size=64):
+        flags = batch["is_val"] if val_mask is None else val_mask[index:index + len(batch["text"])]
+        index += len(batch["text"])
+        yield from (text for text, is_val in zip(batch["text"], flags) if not is_val)
+
+
+def _resolve_tokenizer(tokenizer: str | Tokenizer, src: Source, ds: datasets.Dataset, split: str,
+                       train_texts: Iterator[str]) -> Tokenizer:
+    """A Tokenizer for this corpus: "char" from the corpus's own characters, "bpe" trained on the training
+    part only (its first million characters; all of it for the embedded corpus) so that the held-out text
+    never shapes the vocabulary it is measured with, "gpt2" as is, or the instance given."""
     if not isinstance(tokenizer, str):
         return tokenizer
-    if src.kind == SHAKESPEARE or tokenizer == "gpt2":
+    if tokenizer == "gpt2" or (src.kind == SHAKESPEARE and tokenizer == "char"):
         return get_tokenizer(tokenizer)
     if tokenizer == "char":
+        # Every character must be encodable, val included: the vocabulary is the whole corpus's characters.
         chars: set[str] = {"\n"} if split == "tail" else set()  # the tail split joins documents with "\n\n"
         for batch in ds.iter(batch_size=256):
             for text in batch["text"]:
@@ -455,14 +468,15 @@ def _resolve_tokenizer(tokenizer: str | Tokenizer, src: Source, ds: datasets.Dat
             raise ValueError(f"the corpus {src.spec} is empty: no text to build a character vocabulary from")
         return get_tokenizer("char", text="".join(sorted(chars)))
     if tokenizer == "bpe":
+        limit = None if src.kind == SHAKESPEARE else BPE_SAMPLE_CHARS
         sample, n = [], 0
-        for batch in ds.iter(batch_size=64):
-            for text in batch["text"]:
-                sample.append(text[: BPE_SAMPLE_CHARS - n])
-                n += len(sample[-1])
-            if n >= BPE_SAMPLE_CHARS:
+        for text in train_texts:
+            sample.append(text if limit is None else text[: limit - n])
+            n += len(sample[-1])
+            if limit is not None and n >= limit:
                 break
-        return get_tokenizer("bpe", text=JOIN.join(sample))
+        # The tail split's pieces are consecutive slices of the joined text; documents need the join.
+        return get_tokenizer("bpe", text=("" if split == "tail" else JOIN).join(sample))
     return get_tokenizer(tokenizer)  # raises with the list of valid names
 
 
@@ -529,9 +543,6 @@ def _load_and_process(src: Source, tokenizer: str | Tokenizer, num_proc: int, va
     lengths = _text_lengths(raw)
     if not lengths.any():
         raise ValueError(f"the corpus {src.spec} is empty ({len(raw)} documents, no text); give a source with text")
-    tok = _resolve_tokenizer(tokenizer, src, raw, split)
-    dtype = _dtype_for(tok.vocab_size)
-
     val_mask = None
     if split == "documents":
         val_mask = _document_val_mask(lengths, val_fraction, seed)
@@ -548,6 +559,9 @@ def _load_and_process(src: Source, tokenizer: str | Tokenizer, num_proc: int, va
             features=datasets.Features({"text": datasets.Value("string"), "is_val": datasets.Value("bool")}),
             cache_dir=None if cache_dir is None else str(cache_dir), fingerprint=fp,
         )
+
+    tok = _resolve_tokenizer(tokenizer, src, raw, split, _train_texts(raw, val_mask))
+    dtype = _dtype_for(tok.vocab_size)
 
     # Our own fingerprint: datasets would otherwise hash the tokenizer (slow) to name its cache file.
     fingerprint = hashlib.sha256("|".join(map(str, [

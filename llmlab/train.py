@@ -191,7 +191,7 @@ def peak_flops_for(device: torch.device) -> float | None:
             raise ValueError(f"LLMLAB_PEAK_FLOPS={env!r} is not a number; e.g. LLMLAB_PEAK_FLOPS=135e9.") from None
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, peak in _GPU_PEAKS.items():
+        for key, peak in sorted(_GPU_PEAKS.items(), key=lambda kv: -len(kv[0])):  # "L40S" before "L4"
             if key in name:
                 return peak
     return None
@@ -830,7 +830,7 @@ class Trainer:
             self._emit("on_train_abort", error)
             raise
         finally:
-            if self._tuner is not None:
+            if torch.get_num_threads() != self._threads_before:
                 torch.set_num_threads(self._threads_before)  # the notebook's other work keeps its setting
             if self._owns_process_group:
                 import torch.distributed as dist
@@ -941,7 +941,8 @@ class Trainer:
                 self.raw_model.train()
                 self._recover_from_oom()  # evaluation uses batch_size too
         self._check_finite(val_loss, step, "val loss", lr)
-        is_best = val_loss < self.best_val_loss
+        # Step 0 is the untrained model: it never counts as best, so the first trained eval writes best_checkpoint.
+        is_best = step > 0 and val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss = val_loss
         info = EvalInfo(step, train_loss, val_loss, self._bpb(val_loss), is_best, elapsed)
@@ -952,9 +953,3 @@ class Trainer:
             self._save(step, is_best)
         self._emit("on_eval", info)
         self._check_stuck(result.evals)
-
-
-def train(config: Config, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-          callbacks: Iterable[Callback] = (), resume: bool = False) -> TrainResult:
-    """Shorthand for ``Trainer(config, data_dir, out_dir, callbacks, resume).fit()``."""
-    return Trainer(config, data_dir, out_dir, list(callbacks), resume=resume).fit()

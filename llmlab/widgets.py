@@ -64,6 +64,11 @@ def divisors(n: int, limit: int = 32) -> list[int]:
     return [h for h in range(1, min(n, limit) + 1) if n % h == 0]
 
 
+def nearest_heads(embedding_size: int, wanted: int, limit: int = 16) -> int:
+    """The valid head count closest to ``wanted`` (ties: the smaller), so a slider never offers a bad pair."""
+    return min(divisors(embedding_size, limit), key=lambda h: (abs(h - wanted), h))
+
+
 # --------------------------------------------------------------------------------------------------
 # Live loss plot (a trainer callback)
 
@@ -298,7 +303,7 @@ class ExperimentPanel:
         layout = W.Layout(width="420px")
         self.embedding_size = W.SelectionSlider(options=list(self.EMBEDDING_SIZES), value=emb,
                                                 description="embedding_size", style=style, layout=layout)
-        self.num_heads = W.SelectionSlider(options=divisors(emb, 16), value=self._nearest_heads(emb, m.num_heads),
+        self.num_heads = W.SelectionSlider(options=divisors(emb, 16), value=nearest_heads(emb, m.num_heads),
                                            description="num_heads", style=style, layout=layout)
         self.depth = W.IntSlider(value=m.depth, min=1, max=8, description="depth", style=style, layout=layout)
         self.max_lr = W.FloatLogSlider(value=t.max_lr, base=10, min=-4.5, max=-1.5, step=0.25,
@@ -320,15 +325,10 @@ class ExperimentPanel:
     def _ipython_display_(self) -> None:
         display(self.widget)
 
-    @staticmethod
-    def _nearest_heads(embedding_size: int, wanted: int) -> int:
-        options = divisors(embedding_size, 16)
-        return min(options, key=lambda h: (abs(h - wanted), h))
-
     def _on_embedding_change(self, change: Mapping[str, Any]) -> None:
         emb, wanted = int(change["new"]), int(self.num_heads.value)
         options = divisors(emb, 16)
-        chosen = self._nearest_heads(emb, wanted)
+        chosen = nearest_heads(emb, wanted)
         self.num_heads.options = options  # resets value: set it back explicitly
         self.num_heads.value = chosen
         if chosen != wanted:
@@ -505,10 +505,9 @@ class ParameterExplorer:
         emb = int(self.embedding_size.value)
         if change is not None and change.get("owner") is self.embedding_size:
             wanted = int(self.num_heads.value)
-            options = divisors(emb, 32)
-            self.num_heads.options = options
-            self.num_heads.value = min(options, key=lambda h: (abs(h - wanted), h))
-            return  # setting num_heads fires this again with a consistent pair
+            self.num_heads.options = divisors(emb, 32)
+            # Setting the value fires no event when it stays the same (e.g. 1), so update below in any case.
+            self.num_heads.value = nearest_heads(emb, wanted, 32)
         try:
             self.update(**self.values())
         except ValueError as exc:

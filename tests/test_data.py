@@ -454,3 +454,20 @@ def test_manual_one_liner_runs_offline(tmp_path):
     assert meta["val_tokens"] == sum(len(tok.encode(d)) + 1 for d in val_docs)
     assert meta["train_bytes"] + meta["val_bytes"] == sum(len(t.encode()) for t in texts) == 5_057_198
     assert (train == tok.eot_token).sum() == 38 and train[-1] == tok.eot_token
+
+
+@pytest.mark.parametrize("split", ["tail", "documents"])
+def test_bpe_is_trained_on_the_training_text_only(tmp_path: Path, split: str) -> None:
+    # Held-out text must not shape the vocabulary it is evaluated with: a word that occurs only in val
+    # must not become a token, while a word as frequent in train does.
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("walrus carpenter " * 400)
+    (folder / "b.txt").write_text("zephyrquix " * 400)
+    tokenized, tok = data.load_and_process_dataset(
+        source=folder, tokenizer="bpe", split=split, val_fraction=0.5, seed=0, progress=False)
+    val_text = tok.decode([i for row in tokenized["val"]["ids"] for i in row])
+    train_word, val_word = ("walrus", "zephyrquix") if "zephyrquix" in val_text else ("zephyrquix", "walrus")
+    tokens = set(tok.vocab)
+    assert train_word.encode() in tokens or (b" " + train_word.encode()) in tokens
+    assert not any(val_word[:6].encode() in t for t in tokens)

@@ -230,7 +230,7 @@ def test_fit_trains_evaluates_and_checkpoints(data_dir: Path, tmp_path: Path) ->
     last = load_checkpoint(tmp_path / "out" / "last_checkpoint.bin")
     best = load_checkpoint(tmp_path / "out" / "best_checkpoint.bin")
     assert last["iter"] == 30
-    best_eval = min(result.evals, key=lambda e: e.val_loss)
+    best_eval = min((e for e in result.evals if e.step > 0), key=lambda e: e.val_loss)
     assert best["iter"] == best_eval.step and best["best_val_loss"] == pytest.approx(best_eval.val_loss)
     assert set(last) >= {"model", "optimizer", "config", "tokenizer", "iter", "best_val_loss", "rng", "sampler",
                          "data_meta"}
@@ -430,3 +430,17 @@ def test_cuda_path_trains(data_dir: Path, tmp_path: Path) -> None:
         assert result.evals[-1].val_loss < result.evals[0].val_loss
         ck = load_checkpoint(tmp_path / compile_flag / "last_checkpoint.bin")
         assert not any(k.startswith("_orig_mod.") for k in ck["model"])
+
+
+def test_best_checkpoint_is_written_even_if_training_never_beats_the_untrained_model(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run whose val loss only rises (too high a learning rate, say) must still leave a best_checkpoint.bin
+    # for `llmlab generate`: step 0 (the untrained model, never saved) cannot be "best".
+    losses = iter([(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(losses))
+    result = Trainer(tiny_config(max_iters=20, eval_interval=10), data_dir, tmp_path / "out",
+                     cpu_threads=1).fit()
+    assert [e.val_loss for e in result.evals] == [1.0, 2.0, 3.0]
+    best = load_checkpoint(tmp_path / "out" / "best_checkpoint.bin")
+    assert best["iter"] == 10 and best["best_val_loss"] == pytest.approx(2.0)
+    assert result.best_val_loss == pytest.approx(2.0)

@@ -189,6 +189,17 @@ def test_parameter_explorer_updates_and_adjusts_heads() -> None:
         explorer.update(embedding_size=100, num_heads=3, depth=1)
 
 
+def test_parameter_explorer_refreshes_when_num_heads_stays_the_same() -> None:
+    # With num_heads=1 a new embedding_size leaves the head slider's value unchanged (no event of its own):
+    # the shown count must still follow the new size.
+    base = ModelConfig(vocab_size=85, block_size=64, embedding_size=128, num_heads=1, depth=2)
+    explorer = widgets.ParameterExplorer(base=base, batch_size=8)
+    explorer.embedding_size.value = 512
+    assert explorer.num_heads.value == 1
+    expected = sum(widgets.parameters_by_component(ModelConfig(**{**base.__dict__, "embedding_size": 512})).values())
+    assert f"{expected:,} parameters" in explorer.text.value
+
+
 def test_lr_schedule_panel_matches_lr_at() -> None:
     train = TrainConfig(max_iters=200, warmup_iters=20, max_lr=1e-3, min_lr=1e-4)
     panel = widgets.LRSchedulePanel(train)
