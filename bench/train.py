@@ -137,7 +137,8 @@ def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str]) -
     exact = full_split_bpb(trainer, "val")
     print(f"final model on the whole val split (every token once, {trainer.meta['val_tokens']:,} tokens): "
           f"{exact:.3f} bits/byte")
-    print(f"best val {result.best_val_bpb:.3f} bits/byte vs nanoGPT {NANOGPT_BPB_137S} in 137 s "
+    budget = "" if seconds == 137 else f" (this run: {seconds:g} s, not comparable)"
+    print(f"best val {result.best_val_bpb:.3f} bits/byte vs nanoGPT {NANOGPT_BPB_137S} in 137 s{budget} "
           f"({result.best_val_bpb / NANOGPT_BPB_137S:.3f}x); median {result.tokens_per_sec:,.0f} tokens/s; "
           f"peak RSS {peak_rss_mb():,.0f} MB")
 
@@ -145,8 +146,6 @@ def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str]) -
 @torch.no_grad()
 def full_split_bpb(trainer, split: str) -> float:  # type: ignore[no-untyped-def]
     """Exact bits per byte of the trained model over a whole split (the trainer's figure samples windows)."""
-    import math
-
     import torch.nn.functional as F
 
     model = trainer.raw_model.eval()
@@ -155,8 +154,10 @@ def full_split_bpb(trainer, split: str) -> float:  # type: ignore[no-untyped-def
         logits, _ = model(x)
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
         count += int((y != -1).sum())
+    from llmlab.train import bits_per_byte
+
     meta = trainer.meta
-    return total / count / math.log(2) * meta[f"{split}_tokens"] / meta[f"{split}_bytes"]
+    return bits_per_byte(total / count, meta[f"{split}_tokens"], meta[f"{split}_bytes"])
 
 
 def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:

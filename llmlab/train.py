@@ -376,8 +376,11 @@ class MetricsLogger(Callback):
                 rows = [json.loads(line) for line in f if line.strip()]
             else:
                 for r in csv.DictReader(f):
-                    rows.append({k: (v if k == "kind" else (float(v) if v not in ("", None) else None))
-                                 for k, v in r.items()})
+                    row = {k: (v if k == "kind" else (float(v) if v not in ("", None) else None))
+                           for k, v in r.items()}
+                    if row.get("step") is not None:
+                        row["step"] = int(row["step"])  # steps stay whole numbers when a resumed file is rewritten
+                    rows.append(row)
         return rows
 
 
