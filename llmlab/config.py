@@ -16,6 +16,8 @@ import difflib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from llmlab.validate import check_choice, check_int, check_number, invalid
+
 __all__ = [
     "ModelConfig",
     "TrainConfig",
@@ -27,23 +29,17 @@ __all__ = [
 
 
 def _fail(name: str, value: Any, fix: str) -> None:
-    raise ValueError(f"{name}={value!r} is not valid: {fix}")
+    raise invalid(name, value, fix)
 
 
 def _positive_int(obj: Any, *names: str) -> None:
     for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(name, value, f"{name} must be a whole number (int), e.g. {name}=4.")
-        if value <= 0:
-            _fail(name, value, f"{name} must be at least 1.")
+        check_int(name, getattr(obj, name), 1, f"{name} must be a whole number >= 1, e.g. {name}=4.")
 
 
 def _number(obj: Any, name: str) -> float:
     value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(name, value, f"{name} must be a number, e.g. {name}=0.001.")
-    return float(value)
+    return check_number(name, value, fix=f"{name} must be a finite number, e.g. {name}=0.001.")
 
 
 @dataclass(frozen=True)
@@ -117,9 +113,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive_int(self, "batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_iters", "log_interval")
         for name in ("warmup_iters", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                _fail(name, value, f"{name} must be a whole number >= 0.")
+            check_int(name, getattr(self, name), 0, f"{name} must be a whole number >= 0.")
         max_lr, min_lr = _number(self, "max_lr"), _number(self, "min_lr")
         if max_lr <= 0:
             _fail("max_lr", self.max_lr, "max_lr must be > 0; 1e-3 suits small models, 6e-4 GPT-2 small.")
@@ -144,8 +138,7 @@ class TrainConfig:
             "compile": ("auto", "true", "false"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                _fail(name, getattr(self, name), f"{name} must be one of {', '.join(allowed)}.")
+            check_choice(name, getattr(self, name), allowed)
         device = self.device
         if not isinstance(device, str) or not (
             device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
@@ -155,6 +148,9 @@ class TrainConfig:
 
 _MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
 _TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _parse_value(name: str, text: str, current: Any) -> Any:
@@ -177,7 +173,7 @@ def _parse_value(name: str, text: str, current: Any) -> Any:
             return float(text)
     except ValueError:
         raise ValueError(
-            f"{name}={text!r} is not valid: {name} takes a {kind.__name__} value, e.g. {name}={current!r}."
+            f"{name}={text!r} is not valid: {name} takes {_KIND_WORDS.get(kind, kind.__name__)}, e.g. {name}={current!r}."
         ) from None
     return text
 

@@ -4,8 +4,8 @@ The two models share parameter names; the one real difference is that GPT-2's or
 ``transformers``) stores linear layers as ``Conv1D`` with the weight as (in, out), where ``nn.Linear``
 stores (out, in): those four matrices per block are transposed on the way across.
 
-    gpt = GPT.from_hf(GPT2LMHeadModel.from_pretrained("gpt2"))   # needs the weights locally or a download
-    hf_model = gpt.to_hf()                                        # e.g. to use transformers' generate/pipelines
+    gpt = from_hf(GPT2LMHeadModel.from_pretrained("gpt2"))   # needs the weights locally or a download
+    hf_model = to_hf(gpt)                                     # e.g. to use transformers' generate/pipelines
 
 ``transformers`` is imported inside the functions: it is only needed when you use them.
 """

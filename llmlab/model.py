@@ -6,7 +6,8 @@ The architecture is GPT-2's (Radford et al., 2019):
     Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))        (pre-LayerNorm, residual stream)
 
 Parameter names follow GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn`` ...) so that weights
-map one-to-one onto Hugging Face's ``GPT2LMHeadModel`` (see :mod:`llmlab.hf`).
+map one-to-one onto Hugging Face's ``GPT2LMHeadModel``: :func:`llmlab.hf.from_hf` / :func:`llmlab.hf.to_hf`
+move weights across (model.py itself knows nothing of ``transformers``).
 
 Shapes in comments: B batch, T time (tokens), C channels (embedding_size), V vocabulary,
 nh heads, hs head size (C // nh), P tokens already in the KV cache.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -24,9 +25,7 @@ import torch.nn.functional as F
 
 from llmlab.config import Config, ModelConfig
 from llmlab.sampling import sample_next
-
-if TYPE_CHECKING:  # only for type hints: model.py does not depend on the tokenizers module
-    import transformers
+from llmlab.validate import check_int, check_number
 
 __all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache", "as_model_config"]
 
@@ -332,8 +331,8 @@ class GPT(nn.Module):
 
     def estimate_mfu(self, tokens_per_second: float, peak_flops: float, seq_len: int | None = None) -> float:
         """Model FLOPs utilisation: achieved training FLOP/s as a fraction of ``peak_flops`` (e.g. 312e12 for A100 bf16)."""
-        if peak_flops <= 0:
-            raise ValueError(f"peak_flops={peak_flops!r} must be > 0 (the device's peak FLOP/s, e.g. 312e12).")
+        check_number("peak_flops", peak_flops, 0.0, low_open=True,
+                     fix="peak_flops must be > 0 (the device's peak FLOP/s, e.g. 312e12).")
         return self.estimate_flops_per_token(seq_len) * tokens_per_second / peak_flops
 
     # ----------------------------------------------------------------------------------------------
@@ -342,8 +341,7 @@ class GPT(nn.Module):
     def _context_window(self, block_size: int | None) -> int:
         if block_size is None:
             return self.config.block_size
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size={block_size!r} is not valid: use a whole number >= 1.")
+        check_int("block_size", block_size, 1)
         if block_size > self.config.block_size:
             raise ValueError(
                 f"block_size={block_size} exceeds the model's block_size={self.config.block_size} (it has no "
@@ -371,8 +369,7 @@ class GPT(nn.Module):
         (same tokens as ``use_cache=False``, just no faster). Runs in eval mode (no dropout) and
         restores the previous mode afterwards. ``temperature=0`` is greedy.
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} is not valid: use a whole number >= 0.")
+        check_int("max_new_tokens", max_new_tokens, 0)
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(
                 f"idx must have shape (B, T) with T >= 1, got {tuple(idx.shape)}: start from e.g. "
@@ -430,19 +427,3 @@ class GPT(nn.Module):
         # Decode only the new tokens and prepend the prompt verbatim: the result begins with the prompt
         # exactly, even where decode(encode(prompt)) would normalise it.
         return prompt + tokenizer.decode(out[0, len(ids):].tolist())
-
-    # ----------------------------------------------------------------------------------------------
-    # Hugging Face interoperability (implemented in llmlab.hf; transformers is imported only when used)
-
-    @classmethod
-    def from_hf(cls, model_or_path: Any) -> "GPT":
-        """A GPT with the weights of a ``transformers.GPT2LMHeadModel`` (or a local directory holding one)."""
-        from llmlab.hf import from_hf
-
-        return from_hf(model_or_path)
-
-    def to_hf(self, attn_implementation: str | None = None) -> "transformers.GPT2LMHeadModel":
-        """This model's weights in a ``transformers.GPT2LMHeadModel`` (``attn_implementation``: "eager", "sdpa")."""
-        from llmlab.hf import to_hf
-
-        return to_hf(self, attn_implementation=attn_implementation)

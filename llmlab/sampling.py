@@ -8,9 +8,10 @@ input untouched. A filtered-out token gets the logit ``-inf``, so softmax gives 
 
 from __future__ import annotations
 
-import math
 
 import torch
+
+from llmlab.validate import check_int, check_number
 
 __all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "sample_next"]
 
@@ -20,24 +21,20 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
     Temperature 0 (greedy) is not a division; :func:`sample_next` handles it with an argmax.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"temperature={temperature!r} is not valid: use a finite number >= 0, e.g. 0.8.")
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature={temperature!r} is not valid here: apply_temperature needs temperature > 0; "
-            "for greedy decoding call sample_next(logits, temperature=0)."
-        )
+    check_number("temperature", temperature, 0.0, fix="use a finite number >= 0, e.g. 0.8.")
+    check_number("temperature", temperature, 0.0, low_open=True,
+                 fix="apply_temperature needs temperature > 0; for greedy decoding call "
+                     "sample_next(logits, temperature=0).")
     return logits / temperature
 
 
 def _check_top_k(top_k: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k={top_k!r} is not valid: use a whole number >= 1 (e.g. 50), or None to keep all tokens.")
+    check_int("top_k", top_k, 1, "use a whole number >= 1 (e.g. 50), or None to keep all tokens.")
 
 
 def _check_top_p(top_p: float) -> None:
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r} is not valid: use a number in (0, 1] (e.g. 0.9), or None to keep all tokens.")
+    check_number("top_p", top_p, 0.0, 1.0, low_open=True,
+                 fix="use a number in (0, 1] (e.g. 0.9), or None to keep all tokens.")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -87,10 +84,7 @@ def sample_next(
         _check_top_k(top_k)
     if top_p is not None:
         _check_top_p(top_p)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"temperature={temperature!r} is not valid: use a finite number >= 0, e.g. 0.8.")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature!r} is not valid: use 0 for greedy or a positive number.")
+    check_number("temperature", temperature, 0.0, fix="use 0 for greedy or a positive finite number, e.g. 0.8.")
     if temperature == 0:
         return torch.argmax(logits, dim=-1, keepdim=True)
     logits = apply_temperature(logits.float(), temperature)

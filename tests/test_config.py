@@ -96,7 +96,7 @@ def test_override_unknown_key_suggests_and_lists() -> None:
 
 
 def test_override_wrong_type_is_explained() -> None:
-    with pytest.raises(ValueError, match="depth takes a int value"):
+    with pytest.raises(ValueError, match="depth takes a whole number"):
         get_preset().override(depth="four")
     with pytest.raises(ValueError, match="depth"):
         get_preset().override(depth="2.5")

@@ -11,6 +11,8 @@ from llmlab.model import GPT
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from llmlab.hf import from_hf, to_hf  # noqa: E402
+
 VOCAB, POSITIONS = 64, 32
 
 
@@ -50,7 +52,7 @@ def hf_greedy(hf_model: GPT2LMHeadModel, idx: torch.Tensor, steps: int) -> torch
 
 def test_hf_to_llmlab_logits_and_greedy_agree() -> None:
     hf_model = random_hf_model()
-    gpt = GPT.from_hf(hf_model)
+    gpt = from_hf(hf_model)
     assert gpt.config == ModelConfig(vocab_size=VOCAB, block_size=POSITIONS, embedding_size=32, num_heads=4, depth=2)
     assert gpt.lm_head.weight is gpt.transformer.wte.weight
     idx = torch.randint(0, VOCAB, (3, 20), generator=torch.Generator().manual_seed(1))
@@ -68,7 +70,7 @@ def test_hf_to_llmlab_logits_and_greedy_agree() -> None:
 @pytest.mark.parametrize("bias, attn_implementation", [(True, None), (False, "eager")])
 def test_llmlab_to_hf_logits_and_greedy_agree(bias: bool, attn_implementation: str | None) -> None:
     gpt = random_gpt(bias=bias)
-    hf_model = gpt.to_hf(attn_implementation=attn_implementation)
+    hf_model = to_hf(gpt, attn_implementation=attn_implementation)
     assert isinstance(hf_model, GPT2LMHeadModel)
     if attn_implementation is not None:
         assert hf_model.config._attn_implementation == attn_implementation
@@ -87,16 +89,16 @@ def test_llmlab_to_hf_logits_and_greedy_agree(bias: bool, attn_implementation: s
 
 def test_round_trip_is_exact_and_via_a_saved_directory(tmp_path) -> None:
     gpt = random_gpt(seed=3)
-    hf_model = gpt.to_hf()
+    hf_model = to_hf(gpt)
     hf_model.save_pretrained(tmp_path / "tiny-gpt2")
-    back = GPT.from_hf(tmp_path / "tiny-gpt2")
+    back = from_hf(tmp_path / "tiny-gpt2")
     for name, tensor in gpt.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
 
 
 def test_conv1d_weights_are_transposed() -> None:
     hf_model = random_hf_model(seed=4)
-    gpt = GPT.from_hf(hf_model)
+    gpt = from_hf(hf_model)
     hf_w = hf_model.transformer.h[1].attn.c_attn.weight  # Conv1D: (in, out) = (32, 96)
     ours = gpt.transformer.h[1].attn.c_attn.weight  # nn.Linear: (out, in) = (96, 32)
     assert hf_w.shape == (32, 96) and ours.shape == (96, 32)
@@ -113,9 +115,9 @@ def test_conv1d_weights_are_transposed() -> None:
 )
 def test_unsupported_hf_variants_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        GPT.from_hf(random_hf_model(**change))
+        from_hf(random_hf_model(**change))
 
 
 def test_from_hf_rejects_other_objects() -> None:
     with pytest.raises(ValueError, match="GPT2LMHeadModel"):
-        GPT.from_hf(42)
+        from_hf(42)

@@ -231,3 +231,32 @@ def test_sampling_panel_stages_follow_the_transforms() -> None:
     assert "First " in panel.sample.value
     with pytest.raises(ValueError, match="prompt is empty"):
         widgets.SamplingPanel(model, tok, "")
+
+
+def test_sampling_panel_leaves_the_callers_model_in_training_mode() -> None:
+    tok = get_tokenizer("char", text=TEXT)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=16, num_heads=2, depth=1,
+                            dropout=0.1))
+    model.train()
+    panel = widgets.SamplingPanel(model, tok, "First ", max_new_tokens=4)
+    assert model.training  # the panel's forward pass and samples ran in eval mode, then restored train mode
+    panel.update(temperature=0.8, top_k=5, top_p=1.0)
+    assert model.training
+    model.eval()
+    widgets.SamplingPanel(model, tok, "First ", max_new_tokens=4)
+    assert not model.training
+
+
+def test_a_failing_slider_shows_the_error_and_the_next_change_works() -> None:
+    panel = widgets.LRSchedulePanel(TrainConfig(max_iters=100, warmup_iters=10, max_lr=1e-3, min_lr=1e-4))
+    panel.warmup_iters.max = 1000
+    panel.warmup_iters.value = 500  # more warm-up than max_iters: TrainConfig refuses it
+    assert "ValueError" in panel.note.value and "warmup_iters=500" in panel.note.value
+    panel.warmup_iters.value = 20  # the panel is still alive and redraws
+    assert panel.note.value.startswith("peak 1.00e-03 at step 20")
+
+
+def test_every_panel_shares_the_panel_base() -> None:
+    for cls in (widgets.ExperimentPanel, widgets.ParameterExplorer, widgets.LRSchedulePanel, widgets.SamplingPanel):
+        assert issubclass(cls, widgets.Panel)
+        assert "_ipython_display_" not in vars(cls) and "guarded" not in vars(cls)

@@ -1,0 +1,36 @@
+"""Notebook panels: sliders wired to the model, the trainer and the sampler, plus a live loss plot.
+
+- :mod:`~llmlab.widgets.base`        the pattern every panel follows (pure method + error display)
+- :mod:`~llmlab.widgets.live`        :class:`LivePlot` (a trainer callback) and :class:`RunRecord`
+- :mod:`~llmlab.widgets.experiment`  :class:`ExperimentPanel` (notebook 04)
+- :mod:`~llmlab.widgets.explorer`    :class:`ParameterExplorer` (03) and :class:`LRSchedulePanel` (04)
+- :mod:`~llmlab.widgets.sampling`    :class:`SamplingPanel` (05)
+
+``parameters_by_component`` and ``memory_estimate`` live in :mod:`llmlab.analysis` and are re-exported
+here for the notebooks.
+"""
+
+from __future__ import annotations
+
+from llmlab.analysis import memory_estimate, parameters_by_component
+from llmlab.widgets.base import Panel, divisors, nearest_heads
+from llmlab.widgets.experiment import ExperimentPanel
+from llmlab.widgets.explorer import LRSchedulePanel, ParameterExplorer
+from llmlab.widgets.live import LivePlot, RunRecord, run_experiment, runs_table_html
+from llmlab.widgets.sampling import SamplingPanel
+
+__all__ = [
+    "Panel",
+    "LivePlot",
+    "RunRecord",
+    "run_experiment",
+    "runs_table_html",
+    "ExperimentPanel",
+    "parameters_by_component",
+    "memory_estimate",
+    "ParameterExplorer",
+    "LRSchedulePanel",
+    "SamplingPanel",
+    "divisors",
+    "nearest_heads",
+]

@@ -1,0 +1,116 @@
+"""Panels that compute without training: the model-size explorer (notebook 03) and the learning-rate
+schedule (notebook 04)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ipywidgets as W
+
+from llmlab import plots
+from llmlab.analysis import format_bytes, memory_estimate, parameters_by_component
+from llmlab.config import Config, ModelConfig, TrainConfig, get_preset
+from llmlab.train import lr_at
+from llmlab.widgets.base import Panel, divisors, in_notebook, nearest_heads, show_in
+
+__all__ = ["ParameterExplorer", "LRSchedulePanel"]
+
+
+class ParameterExplorer(Panel):
+    """Sliders for embedding_size, num_heads and depth; shows parameters by component and memory live.
+
+    ``update(embedding_size, num_heads, depth)`` returns ``(counts, memory)`` and redraws; the sliders
+    call it, and so can a plain cell.
+    """
+
+    def __init__(self, base: ModelConfig | None = None, batch_size: int = 16) -> None:
+        self.base = base or get_preset("cpu_small").model
+        self.batch_size = batch_size
+        style = {"description_width": "120px"}
+        emb = self.base.embedding_size
+        self.embedding_size = W.IntSlider(value=emb, min=32, max=1536, step=32, description="embedding_size",
+                                          style=style)
+        self.num_heads = W.SelectionSlider(options=divisors(emb, 32), value=self.base.num_heads,
+                                           description="num_heads", style=style)
+        self.depth = W.IntSlider(value=self.base.depth, min=1, max=48, description="depth", style=style)
+        self.message = W.HTML()
+        self.plot = W.Output()
+        for w in (self.embedding_size, self.num_heads, self.depth):
+            w.observe(self._changed, names="value")
+        self.widget = W.VBox([self.embedding_size, self.num_heads, self.depth, self.message, self.plot])
+        self._changed(None)
+
+    @property
+    def text(self) -> W.HTML:
+        """The panel's text (counts, memory, or the error)."""
+        return self.message
+
+    def values(self) -> dict[str, int]:
+        return {"embedding_size": int(self.embedding_size.value), "num_heads": int(self.num_heads.value),
+                "depth": int(self.depth.value)}
+
+    def _changed(self, change: Mapping[str, Any] | None) -> None:
+        if change is not None and change.get("owner") is self.embedding_size:
+            emb, wanted = int(self.embedding_size.value), int(self.num_heads.value)
+            self.num_heads.options = divisors(emb, 32)
+            # Setting the value fires no event when it stays the same (e.g. 1), so update below in any case.
+            self.num_heads.value = nearest_heads(emb, wanted, 32)
+        self.guarded(self.update)
+
+    def update(self, embedding_size: int, num_heads: int, depth: int) -> tuple[dict[str, int], dict[str, float]]:
+        """Parameter counts by component and a memory estimate for this shape; redraws the panel."""
+        config = ModelConfig(
+            vocab_size=self.base.vocab_size, block_size=self.base.block_size, embedding_size=embedding_size,
+            num_heads=num_heads, depth=depth, dropout=0.0, bias=self.base.bias,
+        )  # ModelConfig validates (e.g. num_heads must divide embedding_size)
+        counts = parameters_by_component(config)
+        memory = memory_estimate(config, self.batch_size)
+        total = sum(counts.values())
+        rows = "".join(f"<tr><td>{k}</td><td style='text-align:right'>{v:,}</td></tr>" for k, v in counts.items())
+        self.message.value = (
+            f"<b>{total:,} parameters</b> ({plots.human_count(total)}); head size {embedding_size // num_heads}. "
+            f"Training memory, batch {self.batch_size} x {config.block_size} tokens, fp32: about "
+            f"<b>{format_bytes(sum(memory.values()))}</b> (weights {format_bytes(memory['weights'])}, gradients "
+            f"{format_bytes(memory['gradients'])}, AdamW {format_bytes(memory['optimizer'])}, activations "
+            f"{format_bytes(memory['activations'])})."
+            f"<table>{rows}</table>"
+        )
+        if in_notebook():
+            show_in(self.plot, plots.parameter_counts({"this model": counts}, title="This model's parameters"))
+        return counts, memory
+
+
+class LRSchedulePanel(Panel):
+    """A ``max_lr`` slider (and warm-up) redrawing the warm-up + cosine schedule of ``llmlab.train.lr_at``."""
+
+    def __init__(self, base: TrainConfig | None = None) -> None:
+        self.base = base or get_preset("cpu_small").train
+        style = {"description_width": "100px"}
+        self.max_lr = W.FloatLogSlider(value=self.base.max_lr, base=10, min=-4.5, max=-1.5, step=0.25,
+                                       readout_format=".1e", description="max_lr", style=style)
+        self.warmup_iters = W.IntSlider(value=self.base.warmup_iters, min=0, max=self.base.max_iters // 2,
+                                        description="warmup_iters", style=style)
+        self.plot = W.Output()
+        self.message = W.HTML()
+        for w in (self.max_lr, self.warmup_iters):
+            w.observe(lambda _change: self.guarded(self.update), names="value")
+        self.widget = W.VBox([self.max_lr, self.warmup_iters, self.message, self.plot])
+        self.guarded(self.update)
+
+    @property
+    def note(self) -> W.HTML:
+        """The line under the sliders (peak and final learning rate, or the error)."""
+        return self.message
+
+    def values(self) -> dict[str, Any]:
+        return {"max_lr": float(self.max_lr.value), "warmup_iters": int(self.warmup_iters.value)}
+
+    def update(self, max_lr: float, warmup_iters: int) -> list[float]:
+        """The learning rate at every step for this ``max_lr`` (min_lr = max_lr / 10); redraws the plot."""
+        config = Config(train=self.base).override(max_lr=max_lr, min_lr=max_lr / 10, warmup_iters=warmup_iters).train
+        steps = list(range(config.max_iters + 1))
+        lrs = [lr_at(s, config) for s in steps]
+        self.message.value = f"peak {max(lrs):.2e} at step {warmup_iters}, ending at {lrs[-1]:.2e}"
+        if in_notebook():
+            show_in(self.plot, plots.lr_schedule({f"max_lr={max_lr:.1e}": (steps, lrs)}, warmup=warmup_iters))
+        return lrs

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny prepared data and tiny configs for the trainer / checkpoint / CLI / DDP tests.
+
+Everything a test writes goes under pytest's temporary folders: a test run never touches a learner's
+``out/``, ``data/`` or notebook outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from llmlab.config import Config, get_preset
+
+# ~60 KB of the embedded corpus: enough windows for block 16, small enough to prepare in well under a second.
+CORPUS_CHARS = 60_000
+
+
+def make_data(root: Path, tokenizer: str = "char") -> Path:
+    """A prepared data directory (train.bin, val.bin, meta.json, tokenizer.json) from a slice of Shakespeare."""
+    from llmlab import data
+    from llmlab.corpus import shakespeare_text
+
+    src = root / "corpus.txt"
+    src.write_text(shakespeare_text()[:CORPUS_CHARS], encoding="utf-8")
+    out = root / f"data_{tokenizer}"
+    data.prepare(source=str(src), tokenizer=tokenizer, out_dir=out, split="tail", val_fraction=0.1, progress=False)
+    return out
+
+
+def tiny_config(**overrides: object) -> Config:
+    """A model small enough that a step takes a few milliseconds on one CPU thread."""
+    base = get_preset("cpu_small").override(
+        block_size=16, embedding_size=32, num_heads=2, depth=2, dropout=0.0,
+        batch_size=4, grad_accum_steps=1, max_iters=20, warmup_iters=2, max_lr=3e-3, min_lr=3e-4,
+        eval_interval=10, eval_iters=2, log_interval=1, max_seconds=0.0, device="cpu", compile="false",
+        tokenizer="char",
+    )
+    return base.override(overrides)
+
+
+@pytest.fixture(scope="session")
+def char_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One prepared character-level data directory shared by the whole session (read-only by convention)."""
+    return make_data(tmp_path_factory.mktemp("char_data"))
+
+
+@pytest.fixture
+def data_factory(tmp_path: Path) -> Callable[[str], Path]:
+    """``data_factory("bpe")``: a fresh prepared data directory with that tokenizer, in this test's tmp folder."""
+    return lambda tokenizer="char": make_data(tmp_path, tokenizer)
+
+
+@pytest.fixture(name="tiny_config")
+def tiny_config_fixture() -> Callable[..., Config]:
+    """``tiny_config(max_iters=5)``: the tiny test config with overrides."""
+    return tiny_config

@@ -1,0 +1,102 @@
+"""The package's layering: each module imports only modules on lower floors (so there are no cycles).
+
+The floors are the reading order of the package (see README, "Package layout"): a learner can read
+floor 1 without knowing floor 2, and a change to a floor can only break floors above it. Every import
+counts, including the ones inside functions and under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llmlab"
+
+FLOORS = {
+    "validate": 0,
+    "config": 1, "corpus": 1, "plots": 1, "metrics": 1,
+    "tokenizers": 2, "sampling": 2,
+    "model": 3,
+    "analysis": 4, "hf": 4, "checkpoint": 4, "runtime": 4, "data.sources": 4, "data.batches": 4,
+    "data.prepare": 5,
+    "data": 6, "callbacks": 6,
+    "train": 7,
+    "finetune": 8, "widgets.base": 8,
+    "widgets.live": 9, "widgets.explorer": 9, "widgets.sampling": 9,
+    "widgets.experiment": 10,
+    "widgets": 11, "cli": 11,
+}
+# The package facade and `python -m llmlab` sit above everything and import lazily.
+OUTSIDE = {"__init__", "__main__"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _llmlab_imports(path: Path, modules: set[str]) -> set[str]:
+    """Every llmlab module ``path`` imports, resolved to the names used in FLOORS."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "llmlab":
+            # `from llmlab import plots` names a module; `from llmlab import GPT` goes through the facade.
+            names = [f"llmlab.{a.name}" if a.name in modules else "llmlab" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            if name == "llmlab":
+                found.add("__init__")
+            elif name.startswith("llmlab."):
+                short = name.removeprefix("llmlab.")
+                # `from llmlab.data import TokenBatches` names the package; `from llmlab import plots` a module.
+                while short and short not in modules:
+                    short = short.rpartition(".")[0]
+                if short:
+                    found.add(short)
+    return found
+
+
+def test_every_module_has_a_floor() -> None:
+    missing = sorted(set(_modules()) - set(FLOORS) - OUTSIDE)
+    assert not missing, f"give these modules a floor in FLOORS (and the README's layout): {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(set(FLOORS)))
+def test_imports_only_lower_floors(name: str) -> None:
+    modules = _modules()
+    if name not in modules:
+        pytest.skip(f"llmlab.{name} does not exist (yet)")
+    imported = _llmlab_imports(modules[name], set(modules)) - {name}
+    # A module may import its own submodules' package parent only through the submodules themselves.
+    bad = sorted(m for m in imported if m in OUTSIDE or FLOORS.get(m, 99) >= FLOORS[name])
+    assert not bad, (f"llmlab.{name} (floor {FLOORS[name]}) imports {bad} "
+                     f"(floors {[FLOORS.get(m, 'facade') for m in bad]}): move the shared code down a floor.")
+
+
+def test_the_checker_sees_lazy_and_package_imports(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from llmlab.data import TokenBatches\n    import llmlab.train\n"
+                   "from llmlab import plots, GPT\n", encoding="utf-8")
+    assert _llmlab_imports(src, set(_modules())) == {"data", "train", "plots", "__init__"}
+
+
+def test_light_modules_stay_light() -> None:
+    """Batching needs no `datasets`; the config needs no torch (both slow to import)."""
+    code = ("import sys, llmlab.config; assert 'torch' not in sys.modules, 'config imports torch'; "
+            "import llmlab.data.batches; assert 'datasets' not in sys.modules, 'batches imports datasets'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
