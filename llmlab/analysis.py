@@ -7,13 +7,24 @@ sizes are counted instantly and without memory.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from llmlab.config import Config, ModelConfig
 from llmlab.model import GPT, as_model_config
 from llmlab.validate import check_int
 
-__all__ = ["COMPONENTS", "component_of", "parameters_by_component", "memory_estimate", "format_bytes"]
+__all__ = [
+    "COMPONENTS",
+    "component_of",
+    "parameters_by_component",
+    "memory_estimate",
+    "format_bytes",
+    "available_memory",
+    "minimum_step_memory",
+    "check_step_fits",
+]
 
 COMPONENTS = ("token embedding", "position embedding", "attention", "MLP", "LayerNorm")
 
@@ -69,3 +80,77 @@ def memory_estimate(config: ModelConfig | Config, batch_size: int, bytes_per_val
 def format_bytes(n: float) -> str:
     """``format_bytes(3 * 2**20) -> '3.0 MiB'`` (GiB from 1 GiB up)."""
     return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that a new allocation can use now: free GPU memory on CUDA, available RAM on CPU (None if unknown)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:  # Linux: MemAvailable counts reclaimable page cache, unlike MemFree
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def minimum_step_memory(config: ModelConfig | Config, batch_size: int, bytes_per_value: int = 4) -> int:
+    """A lower bound on one training step's memory: weights, gradients, AdamW state, and the activations
+    that every attention kernel keeps (the T x T scores left out, since flash attention never stores them).
+
+    A step that needs more than this cannot fit anywhere; the typical need is :func:`memory_estimate`.
+    """
+    config = as_model_config(config)
+    check_int("batch_size", batch_size, 1)
+    est = memory_estimate(config, batch_size, bytes_per_value)
+    T, B, C, L = config.block_size, batch_size, config.embedding_size, config.depth
+    activations = L * T * B * C * 34 / 2 * bytes_per_value + 2 * B * T * config.vocab_size * bytes_per_value
+    return int(est["weights"] + est["gradients"] + est["optimizer"] + activations)
+
+
+def check_step_fits(config: Config, device: torch.device | str, bytes_per_value: int = 4,
+                    available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a batch whose step cannot fit in the device's free memory.
+
+    The message gives the numbers and a ``batch_size`` / ``grad_accum_steps`` pair that fits with the
+    same sequences per optimizer step. ``available`` overrides the measured free memory (tests).
+    """
+    free = available_memory(device) if available is None else available
+    if free is None:
+        return
+    tc = config.train
+    need = minimum_step_memory(config, tc.batch_size, bytes_per_value)
+    if need <= free:
+        return
+    # The typical need is linear in the batch: fixed (weights, grads, AdamW) + per-sequence activations.
+    fixed = sum(memory_estimate(config.model, 1, bytes_per_value).values()) - memory_estimate(
+        config.model, 1, bytes_per_value)["activations"]
+    per_sequence = memory_estimate(config.model, 1, bytes_per_value)["activations"]
+    largest = int((free - fixed) // per_sequence) if free > fixed else 0
+    fits = max((d for d in _divisors(tc.batch_size) if d <= largest), default=0)
+    per_step = tc.batch_size * tc.grad_accum_steps
+    if fits:
+        fix = (f"Try --set batch_size={fits} grad_accum_steps={per_step // fits} (the same {per_step} sequences "
+               f"per step), or a smaller block_size / model.")
+    else:
+        fix = ("Even batch_size=1 would not fit: choose a smaller model (embedding_size, depth) or block_size "
+               f"(now {config.model.block_size}).")
+    raise MemoryError(
+        f"batch_size={tc.batch_size} at block_size={config.model.block_size} needs at least "
+        f"{format_bytes(need)} per training step, but {torch.device(device).type} has {format_bytes(free)} "
+        f"free. {fix}"
+    )
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
