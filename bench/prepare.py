@@ -93,8 +93,8 @@ def main() -> None:
             n_tokens = sum(len(x) for x in ids) + len(texts)  # + one EOT per document, as the pipeline writes
             del ids
             for num_proc in (1, 2):
-                seconds, cpu_s, meta = timed(lambda: prepare(src, tokenizer=tok, out_dir=Path(tmp) / "out",
-                                                             num_proc=num_proc, force=True, progress=False))
+                seconds, cpu_s, meta = timed(lambda n=num_proc: prepare(src, tokenizer=tok, out_dir=Path(tmp) / "out",
+                                                                        num_proc=n, force=True, progress=False))
                 times[num_proc].append(seconds)
                 cpu[num_proc].append(cpu_s)
                 assert meta["train_tokens"] + meta["val_tokens"] == n_tokens, "pipeline and baseline disagree"

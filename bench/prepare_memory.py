@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def main() -> None:
         env_cache = {"HF_DATASETS_CACHE": str(Path(tmp) / "hf_cache")}
         proc = psutil.Popen([sys.executable, "-c", CHILD, str(src), args.tokenizer, str(Path(tmp) / "out"),
                              str(args.num_proc)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**__import__("os").environ, **env_cache})
+                            env={**os.environ, **env_cache})
         peak_rss = peak_pss = 0
         t0 = time.perf_counter()
         while proc.poll() is None:

@@ -6,6 +6,7 @@ tokenizer (an independent path from datasets.map + the .bin writer).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -30,6 +31,10 @@ from llmlab.data import (
     prepare,
 )
 from llmlab.tokenizers import CharTokenizer, Tokenizer, get_tokenizer
+
+# The module behind llmlab.data.prepare(): monkeypatch its globals to intercept what prepare() calls.
+# (`llmlab.data.prepare` as an attribute is the function, which shadows the submodule of that name.)
+prepare_module = importlib.import_module("llmlab.data.prepare")
 
 DOCS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.\n",
@@ -138,6 +143,7 @@ def test_tail_split_equals_encoding_the_joined_text(tmp_path):
     assert meta["dtype"] == "uint16" and meta["split"] == "tail"
 
 
+@pytest.mark.slow  # worker processes
 def test_num_proc_2_gives_the_same_files(tmp_path):
     src = write_jsonl(tmp_path / "c.jsonl", DOCS * 4)
     tok = char_tok()
@@ -355,13 +361,12 @@ def test_missing_data_names_path_and_command(tmp_path):
         data.TokenBatches(tmp_path / "mine_gpt2", "train", block_size=8, batch_size=2)
 
 
-def test_truncated_bin_is_detected(tmp_path):
-    src = write_jsonl(tmp_path / "c.jsonl", DOCS)
-    prepare(src, tokenizer=char_tok(), out_dir=tmp_path / "out", progress=False)
-    with open(tmp_path / "out" / "train.bin", "r+b") as f:
+def test_truncated_bin_is_detected(data_factory):
+    out = data_factory("char")  # a fresh folder: this test damages it
+    with open(out / "train.bin", "r+b") as f:
         f.truncate(10)
     with pytest.raises(ValueError, match="train.bin has 10 bytes but meta.json says .* truncated"):
-        load_meta(tmp_path / "out")
+        load_meta(out)
 
 
 def test_fingerprint_mismatch(tmp_path):
@@ -388,7 +393,7 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkey
     tok = char_tok()
     out = tmp_path / "out"
     prepare(src, tokenizer=tok, out_dir=out, progress=False)  # a complete earlier run
-    real_write = data._write_bin
+    real_write = prepare_module._write_bin
 
     def crash_on_val(ds, path, *args):
         if path.name.startswith("val"):
@@ -396,7 +401,7 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkey
             raise KeyboardInterrupt
         return real_write(ds, path, *args)
 
-    monkeypatch.setattr(data, "_write_bin", crash_on_val)
+    monkeypatch.setattr(prepare_module, "_write_bin", crash_on_val)
     with pytest.raises(KeyboardInterrupt):
         prepare(src, tokenizer=get_tokenizer("gpt2"), out_dir=out, progress=False)
     assert not (out / "meta.json").exists()  # the old meta no longer vouches for the folder
@@ -414,8 +419,8 @@ def test_prepare_is_idempotent(tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = prepare(src, tokenizer="char", out_dir=out, progress=False)
     calls = []
-    real = data.load_and_process_dataset
-    monkeypatch.setattr(data, "load_and_process_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = prepare_module.load_and_process_dataset
+    monkeypatch.setattr(prepare_module, "load_and_process_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert prepare(src, tokenizer="char", out_dir=out, progress=False) == first
     assert calls == []  # reused
     prepare(src, tokenizer="char", out_dir=out, force=True, progress=False)
@@ -433,6 +438,36 @@ def test_prepare_is_idempotent(tmp_path, monkeypatch):
     assert not list(out.glob(".prepare-*"))
 
 
+@pytest.mark.parametrize("split", ["documents", "tail"])
+def test_tokenized_cache_is_reused_only_for_the_same_text(tmp_path, split):
+    """Called directly, load_and_process_dataset keeps its results in datasets' cache, named by a key of the
+    source's content: the same text reuses them (not tokenized again), other text never does."""
+    src = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    tok = char_tok()
+
+    def run():
+        tokenized, _ = load_and_process_dataset(src, tok, split=split, val_fraction=0.3, progress=False)
+        files = {f["filename"]: os.stat(f["filename"]).st_mtime_ns for f in tokenized["train"].cache_files}
+        return tokenized, files
+
+    first, files = run()
+    assert files and all(f.startswith(str(tmp_path / "hf_cache")) for f in files)
+    again, files_again = run()
+    assert files_again == files  # the same cache files, not written again
+    assert again["train"]["ids"] == first["train"]["ids"]
+    docs = DOCS[::-1]  # the same documents in another order: other text, same size
+    write_jsonl(src, docs)
+    changed, files_changed = run()
+    assert not set(files_changed) & set(files)
+    if split == "tail":
+        text = "\n\n".join(docs)
+        assert sum(changed["train"]["ids"], []) == tok.encode(text[: int(len(text) * (1 - 0.3))])
+    else:
+        train_docs = [tok.decode(r[:-1]) for r in changed["train"]["ids"]]  # without the EOT
+        assert len(train_docs) == 7 and train_docs == [d for d in docs if d in train_docs]
+
+
+@pytest.mark.slow  # a subprocess preparing the whole corpus with GPT-2 BPE
 def test_manual_one_liner_runs_offline(tmp_path):
     """The manual's three calls with defaults: embedded Shakespeare, GPT-2 BPE, no network."""
     code = ("from llmlab.data import load_and_process_dataset, save_processed_dataset, create_memmap_files; "
