@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from llmlab.validate import check_choice, check_int, check_number, invalid
@@ -25,6 +26,8 @@ __all__ = [
     "PRESETS",
     "get_preset",
     "preset_names",
+    "fast_mode",
+    "course_path",
 ]
 
 
@@ -291,3 +294,22 @@ def fast_mode() -> bool:
     import os
 
     return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+FAST_ROOT_ENV = "LLMLAB_FAST_ROOT"
+
+
+def course_path(relative: str) -> Path:
+    """Where a notebook keeps ``relative`` (e.g. ``"out/shakespeare_char"``).
+
+    Normally the path itself, next to the notebooks, where a learner's models stay between sessions. In
+    fast mode (tests, CI) the same relative path under ``$LLMLAB_FAST_ROOT`` (default
+    ``<temp dir>/llmlab-fast``): a test run never overwrites a model the learner trained.
+    """
+    import os
+    import tempfile
+
+    if not fast_mode():
+        return Path(relative)
+    root = os.environ.get(FAST_ROOT_ENV) or os.path.join(tempfile.gettempdir(), "llmlab-fast")
+    return Path(root) / relative

@@ -56,3 +56,33 @@ def data_factory(tmp_path: Path) -> Callable[[str], Path]:
 def tiny_config_fixture() -> Callable[..., Config]:
     """``tiny_config(max_iters=5)``: the tiny test config with overrides."""
     return tiny_config
+
+
+# ---- a test run leaves the learner's files alone ---------------------------------------------------
+# Fast-mode notebooks write under $LLMLAB_FAST_ROOT (llmlab.config.course_path) and tests under tmp_path;
+# this check fails the session if anything a learner keeps changed anyway.
+_REPO = Path(__file__).resolve().parents[1]
+_LEARNER_PATHS = ("out", "data", "notebooks/out", "notebooks/data")
+
+
+def learner_files_fingerprint(root: Path = _REPO) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under the learner's run/data folders, and of the notebooks themselves."""
+    files = [p for rel in _LEARNER_PATHS for p in (root / rel).rglob("*") if p.is_file()]
+    files += sorted((root / "notebooks").glob("**/*.ipynb"))
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files
+            if ".ipynb_checkpoints" not in p.parts}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._llmlab_learner_files = learner_files_fingerprint()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_llmlab_learner_files", None)
+    if before is None:
+        return
+    after = learner_files_fingerprint()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        print(f"\nERROR: the test run changed a learner's files (tests must write to tmp folders): {changed[:10]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

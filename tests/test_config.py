@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,26 @@ def test_fast_mode_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not fast_mode()
     monkeypatch.delenv("LLMLAB_FAST")
     assert not fast_mode()
+
+
+def test_course_path_keeps_fast_mode_runs_away_from_the_learners(monkeypatch, tmp_path) -> None:
+    from llmlab.config import course_path
+
+    monkeypatch.delenv("LLMLAB_FAST", raising=False)
+    assert course_path("out/shakespeare_char") == Path("out/shakespeare_char")
+    monkeypatch.setenv("LLMLAB_FAST", "1")
+    monkeypatch.setenv("LLMLAB_FAST_ROOT", str(tmp_path))
+    assert course_path("out/shakespeare_char") == tmp_path / "out" / "shakespeare_char"
+    monkeypatch.delenv("LLMLAB_FAST_ROOT")
+    assert "llmlab-fast" in course_path("data/x").parts
+
+
+def test_learner_files_fingerprint_sees_a_changed_checkpoint(tmp_path) -> None:
+    from conftest import learner_files_fingerprint
+
+    (tmp_path / "notebooks" / "out" / "run").mkdir(parents=True)
+    ckpt = tmp_path / "notebooks" / "out" / "run" / "best_checkpoint.bin"
+    ckpt.write_bytes(b"a")
+    before = learner_files_fingerprint(tmp_path)
+    ckpt.write_bytes(b"bb")
+    assert learner_files_fingerprint(tmp_path) != before
