@@ -15,6 +15,7 @@ nh heads, hs head size (C // nh), P tokens already in the KV cache.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import fields
 from typing import Any, Mapping
@@ -285,6 +286,27 @@ class GPT(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     # Bookkeeping for training
+
+    def resize_token_embeddings(self, vocab_size: int) -> None:
+        """Grow the vocabulary to ``vocab_size`` (e.g. for a chat template's special tokens).
+
+        Existing rows are kept; each new row starts as the mean of the existing embeddings, so a new
+        token's logit starts near the average one instead of at a random, possibly huge, value (Hewitt,
+        2021). The output layer is tied to the embedding and grows with it.
+        """
+        old = self.config.vocab_size
+        check_int("vocab_size", vocab_size, old, f"the vocabulary can only grow: use vocab_size >= {old}.")
+        if vocab_size == old:
+            return
+        weight = self.transformer.wte.weight  # (V, C)
+        grown = nn.Embedding(vocab_size, weight.size(1), device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            grown.weight[:old] = weight
+            grown.weight[old:] = weight.mean(dim=0)
+        self.transformer.wte = grown
+        self.lm_head = nn.Linear(weight.size(1), vocab_size, bias=False, device=weight.device, dtype=weight.dtype)
+        self.lm_head.weight = self.transformer.wte.weight  # re-tie
+        self.config = dataclasses.replace(self.config, vocab_size=vocab_size)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of parameters (the tied embedding / output matrix counted once).

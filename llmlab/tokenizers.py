@@ -466,6 +466,8 @@ class GPT2Tokenizer(TiktokenTokenizer):
 # --------------------------------------------------------------------------------------------------------
 
 TOKENIZER_NAMES = ("char", "bpe", "gpt2")
+# The chat template's markers (fine-tuning): who speaks, what was said before, and the reply to learn.
+CHAT_SPECIALS = ("<|speaker|>", "<|context|>", "<|reply|>")
 
 
 @functools.lru_cache(maxsize=2)
@@ -504,8 +506,71 @@ def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = N
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZER_NAMES)}")
 
 
+class ChatTokenizer(Tokenizer):
+    """A base tokenizer plus special tokens for a chat/instruction template (fine-tuning, notebook 08).
+
+    The special tokens get new ids after the base vocabulary (``base.vocab_size ...``), so they can never
+    be produced by encoding ordinary text: ``encode`` is the base tokenizer's, and a template puts
+    :meth:`special` ids between the encoded pieces. ``eot_token`` stays the base's end-of-text id.
+    """
+
+    name = "chat"
+
+    def __init__(self, base: Tokenizer, specials: Sequence[str] = CHAT_SPECIALS):
+        if isinstance(base, ChatTokenizer):
+            raise ValueError("the base of a ChatTokenizer must be a plain tokenizer (char, bpe or gpt2)")
+        if not specials or len(set(specials)) != len(specials):
+            raise ValueError(f"specials={list(specials)!r} is not valid: give distinct token strings, e.g. "
+                             f"{list(CHAT_SPECIALS)}")
+        self.base = base
+        self.specials = tuple(specials)
+        self._ids = {tok: base.vocab_size + i for i, tok in enumerate(self.specials)}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + len(self.specials)
+
+    @property
+    def eot_token(self) -> int:
+        return self.base.eot_token
+
+    def special(self, token: str) -> int:
+        """The id of a special token, e.g. ``special("<|reply|>")``."""
+        try:
+            return self._ids[token]
+        except KeyError:
+            raise ValueError(f"{token!r} is not a special token of this tokenizer; it has {list(self.specials)}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        return self.base.encode_batch(texts, num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = self._check_ids(ids)
+        pieces, run = [], []
+        for i in ids:
+            if i >= self.base.vocab_size:
+                pieces.append(self.base.decode(run) + self.specials[i - self.base.vocab_size])
+                run = []
+            else:
+                run.append(i)
+        return "".join(pieces) + self.base.decode(run)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "chat", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                "base": self.base.to_dict(), "specials": list(self.specials)}
+
+
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from :meth:`Tokenizer.to_dict` output."""
+    if isinstance(d, dict) and d.get("name") == "chat":
+        tok = ChatTokenizer(tokenizer_from_dict(d.get("base")), d.get("specials") or ())
+        if d.get("vocab_size") != tok.vocab_size:
+            raise ValueError(f"tokenizer definition says vocab_size={d.get('vocab_size')} but rebuilds to "
+                             f"{tok.vocab_size}; the definition is damaged")
+        return tok
     if not isinstance(d, dict) or d.get("name") not in TOKENIZER_NAMES:
         got = d.get("name") if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"not a tokenizer definition (name {got!r}); expected a dict from Tokenizer.to_dict() "

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import llmlab.data as data
+from llmlab.config import DEFAULT_PRESET, get_preset
 from llmlab.data import (
     SourceUnavailableError,
     check_compatible,
@@ -104,7 +105,11 @@ def test_documents_split_keeps_whole_documents_with_eot(tmp_path):
     assert meta["train_bytes"] == sum(len(d.encode("utf-8")) for d in train_docs)
     assert meta["val_bytes"] == sum(len(d.encode("utf-8")) for d in val_docs)
     assert (meta["tokenizer"], meta["fingerprint"], meta["vocab_size"], meta["eot_token"]) == (
-        "char", tok.fingerprint, tok.vocab_size, tok.eot_token)
+        "char",
+        tok.fingerprint,
+        tok.vocab_size,
+        tok.eot_token,
+    )
     assert meta["dtype"] == "uint16" and meta["split"] == "documents" and meta["format_version"] == 1
     assert load_tokenizer_for(tmp_path / "out").fingerprint == tok.fingerprint
 
@@ -131,8 +136,7 @@ def test_tail_split_equals_encoding_the_joined_text(tmp_path):
     src.mkdir()
     for i, d in enumerate(docs):
         (src / f"{i:02d}.txt").write_text(d, encoding="utf-8")
-    tokenized, _ = load_and_process_dataset(src, tok, split="tail", val_fraction=0.25, progress=False,
-                                            _piece_chars=40)
+    tokenized, _ = load_and_process_dataset(src, tok, split="tail", val_fraction=0.25, progress=False, _piece_chars=40)
     meta = create_memmap_files(tokenized, tmp_path / "out", progress=False)
     _, train, val = read_bins(tmp_path / "out")
     text = "\n\n".join(docs)
@@ -167,7 +171,9 @@ def test_long_document_is_encoded_in_pieces_exactly(tmp_path):
     folder.mkdir()
     (folder / "book.txt").write_text(doc, encoding="utf-8")
     (folder / "other.txt").write_text(DOCS[0], encoding="utf-8")
-    tokenized, _ = load_and_process_dataset(folder, tok, val_fraction=0.5, seed=0, progress=False, _piece_chars=64)
+    tokenized, _ = load_and_process_dataset(
+        folder, tok, val_fraction=0.5, seed=0, split="documents", progress=False, _piece_chars=64
+    )
     create_memmap_files(tokenized, tmp_path / "out", progress=False)
     _, train, val = read_bins(tmp_path / "out")
     ids = train if len(train) > len(val) else val
@@ -194,7 +200,8 @@ def test_large_vocabulary_uses_uint32(tmp_path):
     _, train, val = read_bins(tmp_path / "out")
     assert meta["dtype"] == "uint32" and train.dtype == np.uint32
     assert sorted(np.concatenate([train, val]).tolist()) == sorted(
-        sum((tok.encode(d) + [tok.eot_token] for d in DOCS), []))
+        sum((tok.encode(d) + [tok.eot_token] for d in DOCS), [])
+    )
     assert data._dtype_for(65_536) == np.uint16 and data._dtype_for(65_537) == np.uint32
     with pytest.raises(ValueError, match="vocab_size=4,294,967,297 is too large"):
         data._dtype_for(2**32 + 1)
@@ -221,10 +228,10 @@ def test_source_kinds(tmp_path):
         tmp_path / "c.parquet": DOCS,
     }
     for source, expected in cases.items():
-        tokenized, _ = load_and_process_dataset(source, tok, val_fraction=0.25, progress=False)
+        tokenized, _ = load_and_process_dataset(source, tok, val_fraction=0.25, split="documents", progress=False)
         assert tokenized["train"].column_names == ["ids", "n_tokens", "n_bytes", "is_val"]
         docs = [tok.decode(r) for part in ("train", "val") for r in tokenized[part]["ids"]]
-        assert sorted(d[:-len("<|endoftext|>")] for d in docs) == sorted(expected), source
+        assert sorted(d[: -len("<|endoftext|>")] for d in docs) == sorted(expected), source
     meta = prepare(single, tokenizer=tok, split="tail", out_dir=tmp_path / "single", progress=False)
     text = DOCS[0] + DOCS[1]
     assert meta["train_bytes"] + meta["val_bytes"] == len(text.encode())
@@ -233,14 +240,19 @@ def test_source_kinds(tmp_path):
 
 def test_char_tokenizer_is_built_from_the_source(tmp_path):
     src = write_jsonl(tmp_path / "c.jsonl", ["abc", "cab", "bca", "zzz"])
-    meta = prepare(src, tokenizer="char", out_dir=tmp_path / "out", val_fraction=0.25, progress=False)
+    meta = prepare(
+        src, tokenizer="char", out_dir=tmp_path / "out", val_fraction=0.25, split="documents", progress=False
+    )
     tok = load_tokenizer_for(tmp_path / "out")
     assert tok.vocab_size == 5 == meta["vocab_size"]  # a, b, c, z + EOT
     assert tok.decode(tok.encode("zab")) == "zab"
 
 
 def test_default_data_dir(tmp_path):
-    assert default_data_dir() == Path("data/shakespeare_char")
+    # the library's default tokenizer is the default training preset's (cpu_small: "bpe")
+    assert data.DEFAULT_TOKENIZER == get_preset(DEFAULT_PRESET).train.tokenizer == "bpe"
+    assert default_data_dir() == Path(f"data/shakespeare_{data.DEFAULT_TOKENIZER}")
+    assert default_data_dir("shakespeare", "char") == Path("data/shakespeare_char")
     assert default_data_dir("shakespeare", "gpt2") == Path("data/shakespeare_gpt2")
     (tmp_path / "My Corpus.jsonl").write_text('{"text": "x"}\n')
     char = get_tokenizer("char", text="x")
@@ -316,7 +328,7 @@ def test_split_that_leaves_val_empty(tmp_path):
     tok = char_tok()
     src = write_jsonl(tmp_path / "three.jsonl", DOCS[:3])
     with pytest.raises(ValueError, match=r"val_fraction=0.1 of 3 document\(s\) leaves val empty.*split='tail'"):
-        prepare(src, tokenizer=tok, val_fraction=0.1, progress=False)
+        prepare(src, tokenizer=tok, val_fraction=0.1, split="documents", progress=False)
     for bad in (0, 0.0, 1, 1.5, -0.1):
         with pytest.raises(ValueError, match="val_fraction=.* strictly between 0 and 1"):
             prepare(src, tokenizer=tok, val_fraction=bad, progress=False)
@@ -356,8 +368,11 @@ def test_missing_data_names_path_and_command(tmp_path):
     assert "data/shakespeare_char" in str(e.value)
     assert "llmlab prepare --out data/shakespeare_char --tokenizer char" in str(e.value)
     (tmp_path / "mine_gpt2").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"train.bin is missing.*llmlab prepare --out .*mine_gpt2 "
-                                                r"--tokenizer gpt2 --source PATH_TO_YOUR_CORPUS"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"train.bin is missing.*llmlab prepare --out .*mine_gpt2 "
+        r"--tokenizer gpt2 --source PATH_TO_YOUR_CORPUS",
+    ):
         data.TokenBatches(tmp_path / "mine_gpt2", "train", block_size=8, batch_size=2)
 
 
@@ -377,8 +392,11 @@ def test_fingerprint_mismatch(tmp_path):
     check_compatible(meta, tok.to_dict())
     check_compatible(meta, tok.fingerprint)
     other = get_tokenizer("char", text="abc")
-    with pytest.raises(ValueError, match=r"tokenizer mismatch: the data was tokenized with 'char' .* but the "
-                                         r"checkpoint uses 'char' .*llmlab prepare --tokenizer char"):
+    with pytest.raises(
+        ValueError,
+        match=r"tokenizer mismatch: the data was tokenized with 'char' .* but the "
+        r"checkpoint uses 'char' .*llmlab prepare --tokenizer char",
+    ):
         check_compatible(meta, other.to_dict(), what="the checkpoint")
     other.save(tmp_path / "out" / "tokenizer.json")  # tokenizer.json swapped behind meta.json's back
     with pytest.raises(ValueError, match="tokenizer mismatch"):
@@ -401,17 +419,18 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkey
             raise KeyboardInterrupt
         return real_write(ds, path, *args)
 
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(prepare_module, "_write_bin", crash_on_val)
     with pytest.raises(KeyboardInterrupt):
         prepare(src, tokenizer=get_tokenizer("gpt2"), out_dir=out, progress=False)
-    assert not (out / "meta.json").exists()  # the old meta no longer vouches for the folder
-    assert not list(out.glob("*.tmp")) and not list(out.glob(".prepare-*"))
-    with pytest.raises(FileNotFoundError, match="meta.json is missing"):
-        load_meta(out)
-    # fresh folder: no train.bin at all
+    # the earlier complete outputs are untouched (the new ones never left their temporary names)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".prepare*"))
+    assert load_meta(out)["tokenizer"] == "char"
+    # fresh folder: no train.bin at all, and the folder it made is gone again
     with pytest.raises(KeyboardInterrupt):
         prepare(src, tokenizer=tok, out_dir=tmp_path / "fresh", progress=False)
-    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == []
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_prepare_is_idempotent(tmp_path, monkeypatch):
@@ -469,20 +488,23 @@ def test_tokenized_cache_is_reused_only_for_the_same_text(tmp_path, split):
 
 @pytest.mark.slow  # a subprocess preparing the whole corpus with GPT-2 BPE
 def test_manual_one_liner_runs_offline(tmp_path):
-    """The manual's three calls with defaults: embedded Shakespeare, GPT-2 BPE, no network."""
-    code = ("from llmlab.data import load_and_process_dataset, save_processed_dataset, create_memmap_files; "
-            "tokenized, _ = load_and_process_dataset(); save_processed_dataset(tokenized); "
-            "create_memmap_files(tokenized)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf_cache"),
-           "OMP_NUM_THREADS": "1"}
+    """The manual's three calls with defaults: embedded Shakespeare, the default preset's tokenizer (BPE), no
+    network; split "auto" holds out whole works (42 of them)."""
+    code = (
+        "from llmlab.data import load_and_process_dataset, save_processed_dataset, create_memmap_files; "
+        "tokenized, _ = load_and_process_dataset(); save_processed_dataset(tokenized); "
+        "create_memmap_files(tokenized)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf_cache"), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
-    out = tmp_path / "data" / "shakespeare_gpt2"
+    out = tmp_path / "data" / "shakespeare_bpe"
     meta, train, val = read_bins(out)
     assert (out / "tokenized" / "dataset_dict.json").is_file()
-    assert meta["tokenizer"] == "gpt2" and meta["dtype"] == "uint16" and meta["vocab_size"] == 50257
+    assert meta["tokenizer"] == "bpe" and meta["dtype"] == "uint16" and meta["vocab_size"] == 1024
+    assert meta["split"] == "documents" and meta["split_request"] == "auto" and meta["documents"] == 42
     from llmlab.corpus import shakespeare
 
-    tok = get_tokenizer("gpt2")
+    tok = load_tokenizer_for(out)
     texts = list(shakespeare()["text"])
     val_docs = split_docs(val, tok.eot_token, tok)  # whole works, decoded back to their exact text
     assert len(val_docs) == 4 == meta["val_documents"] and all(d in texts for d in val_docs)
@@ -500,7 +522,8 @@ def test_bpe_is_trained_on_the_training_text_only(tmp_path: Path, split: str) ->
     (folder / "a.txt").write_text("walrus carpenter " * 400)
     (folder / "b.txt").write_text("zephyrquix " * 400)
     tokenized, tok = data.load_and_process_dataset(
-        source=folder, tokenizer="bpe", split=split, val_fraction=0.5, seed=0, progress=False)
+        source=folder, tokenizer="bpe", split=split, val_fraction=0.5, seed=0, progress=False
+    )
     val_text = tok.decode([i for row in tokenized["val"]["ids"] for i in row])
     train_word, val_word = ("walrus", "zephyrquix") if "zephyrquix" in val_text else ("zephyrquix", "walrus")
     tokens = set(tok.vocab)

@@ -22,10 +22,22 @@ def write_data_dir(d: Path, n_train: int = N_TRAIN, n_val: int = N_VAL) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     np.arange(n_train, dtype=np.uint16).tofile(d / "train.bin")
     (np.arange(n_val, dtype=np.uint16) + 10_000).tofile(d / "val.bin")
-    meta = {"tokenizer": "char", "fingerprint": "f" * 64, "vocab_size": 20_000, "dtype": "uint16",
-            "train_tokens": n_train, "val_tokens": n_val, "train_bytes": n_train, "val_bytes": n_val,
-            "source": "test", "split": "tail", "val_fraction": 0.1, "seed": 0, "eot_token": 19_999,
-            "format_version": 1}
+    meta = {
+        "tokenizer": "char",
+        "fingerprint": "f" * 64,
+        "vocab_size": 20_000,
+        "dtype": "uint16",
+        "train_tokens": n_train,
+        "val_tokens": n_val,
+        "train_bytes": n_train,
+        "val_bytes": n_val,
+        "source": "test",
+        "split": "tail",
+        "val_fraction": 0.1,
+        "seed": 0,
+        "eot_token": 19_999,
+        "format_version": 1,
+    }
     (d / "meta.json").write_text(json.dumps(meta))
     return d
 

@@ -303,3 +303,20 @@ def test_generate_sentence_empty_prompt_starts_from_eot() -> None:
     text = model.generate_sentence("", 16, 12, tok, "cpu", temperature=0)
     expected = reference_greedy(model, torch.tensor([[tok.eot_token]]), 12, window=16)[0, 1:].tolist()
     assert text == tok.decode(expected)  # the EOT seed itself is not part of the text
+
+
+def test_resize_token_embeddings_keeps_old_rows_ties_and_starts_new_rows_at_the_mean() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=8, embedding_size=16, num_heads=2, depth=1))
+    idx = torch.randint(0, 20, (2, 8))
+    before = model(idx)[0]
+    old = model.transformer.wte.weight.detach().clone()
+    model.resize_token_embeddings(23)
+    assert model.config.vocab_size == 23 and model.lm_head.weight is model.transformer.wte.weight
+    torch.testing.assert_close(model.transformer.wte.weight[:20], old)
+    torch.testing.assert_close(model.transformer.wte.weight[20:], old.mean(0).expand(3, -1))
+    after = model(idx)[0]
+    torch.testing.assert_close(after[..., :20], before)  # old tokens' logits are unchanged
+    assert {k for k in model.state_dict()} >= {"lm_head.weight", "transformer.wte.weight"}
+    with pytest.raises(ValueError, match="can only grow"):
+        model.resize_token_embeddings(10)

@@ -5,17 +5,23 @@ The pipeline, in the order it runs::
     source (embedded Shakespeare | local .txt/.jsonl/.parquet file or folder | a Hugging Face hub dataset)
       -> datasets.Dataset with one document per row ("text")
       -> datasets.map(batched=True, num_proc=N): token ids, <|endoftext|> after each document
-      -> train / val split (by document, seeded; or "tail": the last part of the joined text)
+      -> train / val split ("auto" by default: by document, seeded, when there are at least 10 documents;
+         else "tail": the last part of the joined text; meta.json says which was used)
       -> train.bin, val.bin (uint16 when the vocabulary fits, else uint32), tokenizer.json, meta.json
 
-The manual's three calls do it step by step (defaults: embedded corpus, GPT-2 BPE, no network)::
+The manual's three calls do it step by step (defaults: embedded corpus, split "auto" (42 works: by
+document), the default training preset's tokenizer (:data:`DEFAULT_TOKENIZER`: "bpe", a 1,024-token
+byte-level BPE trained on the training text), no network; ``tokenizer="gpt2"`` for GPT-2's BPE)::
 
     tokenized, tokenizer = load_and_process_dataset()
     save_processed_dataset(tokenized)
-    create_memmap_files(tokenized)          # -> data/shakespeare_gpt2/{train,val}.bin, meta.json
+    create_memmap_files(tokenized)          # -> data/shakespeare_bpe/{train,val}.bin, meta.json
 
 :func:`prepare` does the same in one call (``llmlab prepare``), and reuses finished outputs made from the
-same source and tokenizer. :class:`TokenBatches` samples random windows from the memmaps for training.
+same source, tokenizer and split. It is safe to interrupt and to fail (earlier complete outputs stay as they
+were; a folder it created is removed again) and takes a lock on the output folder while it writes (a second
+run into the same folder fails at once: :class:`OutputFolderBusyError`). :class:`TokenBatches` samples
+random windows from the memmaps for training.
 
 The code is split by what each part needs, so that training never imports the preparing code (nor
 ``datasets``); the public names of each module are re-exported here, so ``from llmlab.data import X`` works:
@@ -40,8 +46,16 @@ from llmlab.data.batches import (
     load_meta,
     load_tokenizer_for,
 )
-from llmlab.data.prepare import create_memmap_files, load_and_process_dataset, prepare, save_processed_dataset
+from llmlab.data.prepare import (
+    OutputFolderBusyError,
+    OutputFolderError,
+    create_memmap_files,
+    load_and_process_dataset,
+    prepare,
+    save_processed_dataset,
+)
 from llmlab.data.sources import (
+    DEFAULT_TOKENIZER,
     OPENWEBTEXT_REPO,
     Source,
     SourceUnavailableError,
@@ -54,7 +68,10 @@ from llmlab.data.sources import (
 __all__ = [
     "FORMAT_VERSION",
     "OPENWEBTEXT_REPO",
+    "DEFAULT_TOKENIZER",
     "SourceUnavailableError",
+    "OutputFolderError",
+    "OutputFolderBusyError",
     "Source",
     "default_data_dir",
     "resolve_source",

@@ -44,9 +44,11 @@ def _dtype_for(vocab_size: int) -> np.dtype:
         return np.dtype(np.uint16)
     if vocab_size <= 1 << 32:
         return np.dtype(np.uint32)
-    raise ValueError(f"vocab_size={vocab_size:,} is too large for the token files: ids are stored as uint32, "
-                     f"so a vocabulary can have at most 4,294,967,296 token ids (0 to 4,294,967,295); "
-                     f"use a smaller vocabulary")
+    raise ValueError(
+        f"vocab_size={vocab_size:,} is too large for the token files: ids are stored as uint32, "
+        f"so a vocabulary can have at most 4,294,967,296 token ids (0 to 4,294,967,295); "
+        f"use a smaller vocabulary"
+    )
 
 
 def _prepare_command(data_dir: Path) -> str:
@@ -78,19 +80,25 @@ def load_meta(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{d / 'meta.json'} is damaged ({e}); rebuild with: {_prepare_command(d)} --force") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"{d / 'meta.json'} has format_version {version!r}, expected {FORMAT_VERSION}; "
-                         f"rebuild with: {_prepare_command(d)} --force")
+        raise ValueError(
+            f"{d / 'meta.json'} has format_version {version!r}, expected {FORMAT_VERSION}; "
+            f"rebuild with: {_prepare_command(d)} --force"
+        )
     dtype = meta.get("dtype")
     if dtype not in ("uint16", "uint32") or np.dtype(dtype) != _dtype_for(meta.get("vocab_size", 0)):
-        raise ValueError(f"{d / 'meta.json'}: dtype {meta.get('dtype')!r} does not fit vocab_size "
-                         f"{meta.get('vocab_size')!r}; rebuild with: {_prepare_command(d)} --force")
+        raise ValueError(
+            f"{d / 'meta.json'}: dtype {meta.get('dtype')!r} does not fit vocab_size "
+            f"{meta.get('vocab_size')!r}; rebuild with: {_prepare_command(d)} --force"
+        )
     itemsize = np.dtype(meta["dtype"]).itemsize
     for split in ("train", "val"):
         size, expected = (d / f"{split}.bin").stat().st_size, meta[f"{split}_tokens"] * itemsize
         if size != expected:
-            raise ValueError(f"{d / f'{split}.bin'} has {size:,} bytes but meta.json says {meta[f'{split}_tokens']:,} "
-                             f"{meta['dtype']} tokens ({expected:,} bytes): it is truncated or from another run; "
-                             f"rebuild with: {_prepare_command(d)} --force")
+            raise ValueError(
+                f"{d / f'{split}.bin'} has {size:,} bytes but meta.json says {meta[f'{split}_tokens']:,} "
+                f"{meta['dtype']} tokens ({expected:,} bytes): it is truncated or from another run; "
+                f"rebuild with: {_prepare_command(d)} --force"
+            )
     return meta
 
 
@@ -103,8 +111,9 @@ def _fingerprint_of(tokenizer: Tokenizer | Mapping[str, Any] | str) -> tuple[str
     return tokenizer.name, tokenizer.fingerprint
 
 
-def check_compatible(meta: Mapping[str, Any], tokenizer: Tokenizer | Mapping[str, Any] | str,
-                     what: str = "the model") -> None:
+def check_compatible(
+    meta: Mapping[str, Any], tokenizer: Tokenizer | Mapping[str, Any] | str, what: str = "the model"
+) -> None:
     """Raise ValueError unless the data in ``meta`` was tokenized with ``tokenizer`` (same fingerprint).
 
     ``tokenizer``: a Tokenizer, its ``to_dict()`` (as stored in checkpoints) or a fingerprint string.
@@ -143,8 +152,17 @@ class TokenBatches:
     On CUDA, batches go through pinned memory with non-blocking copies.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], split: str, block_size: int, batch_size: int,
-                 device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        split: str,
+        block_size: int,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} is not valid; use 'train' or 'val'")
         for name, value in (("block_size", block_size), ("batch_size", batch_size), ("world_size", world_size)):
@@ -182,7 +200,7 @@ class TokenBatches:
         import torch
 
         T = self.block_size
-        buf = torch.from_numpy(np.stack([self.data[s: s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
+        buf = torch.from_numpy(np.stack([self.data[s : s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
         return self._to_device(buf[:, :-1].contiguous()), self._to_device(buf[:, 1:].contiguous())  # (B, T) each
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -227,28 +245,42 @@ class TokenBatches:
         for b, i in enumerate(range(0, len(starts), B)):
             if max_batches is not None and b >= max_batches:
                 return
-            x = np.zeros((len(starts[i: i + B]), T), dtype=np.int64)  # (B, T)
+            x = np.zeros((len(starts[i : i + B]), T), dtype=np.int64)  # (B, T)
             y = np.full_like(x, -1)
-            for row, s in enumerate(starts[i: i + B]):
+            for row, s in enumerate(starts[i : i + B]):
                 m = min(T, n_targets - s)
-                x[row, :m] = self.data[s: s + m]
-                y[row, :m] = self.data[s + 1: s + m + 1]
+                x[row, :m] = self.data[s : s + m]
+                y[row, :m] = self.data[s + 1 : s + m + 1]
             yield self._to_device(torch.from_numpy(x)), self._to_device(torch.from_numpy(y))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain ints: the position in the stream (and what it was drawn with)."""
-        return {"step": self.step, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
-                "block_size": self.block_size, "batch_size": self.batch_size, "tokens": len(self.data)}
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "tokens": len(self.data),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the stream from ``state`` (this sampler keeps its own rank: each rank resumes its stream)."""
         if "step" not in state:
             raise ValueError(f"not a TokenBatches state (keys: {sorted(state)}); pass TokenBatches.state_dict()")
-        now = {"block_size": self.block_size, "batch_size": self.batch_size, "world_size": self.world_size,
-               "tokens": len(self.data)}
+        now = {
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "tokens": len(self.data),
+        }
         changed = [k for k, v in now.items() if k in state and state[k] != v]
         if changed:
-            warnings.warn(f"resuming the batch stream with different {', '.join(changed)}: batches after the resume "
-                          f"differ from an uninterrupted run", stacklevel=2)
+            warnings.warn(
+                f"resuming the batch stream with different {', '.join(changed)}: batches after the resume "
+                f"differ from an uninterrupted run",
+                stacklevel=2,
+            )
         self.seed = int(state.get("seed", self.seed))
         self.step = int(state["step"])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmlab.config import DEFAULT_PRESET, get_preset
 from llmlab.corpus import ASSET_PATH, shakespeare
 
 if TYPE_CHECKING:  # imported where used: datasets is slow to import
@@ -26,8 +27,20 @@ if TYPE_CHECKING:  # imported where used: datasets is slow to import
 
     from llmlab.tokenizers import Tokenizer
 
-__all__ = ["OPENWEBTEXT_REPO", "SourceUnavailableError", "Source", "resolve_source", "default_data_dir",
-           "check_utf8", "load_source"]
+__all__ = [
+    "OPENWEBTEXT_REPO",
+    "DEFAULT_TOKENIZER",
+    "SourceUnavailableError",
+    "Source",
+    "resolve_source",
+    "default_data_dir",
+    "check_utf8",
+    "load_source",
+]
+
+# The library's default tokenizer is the one the default training preset trains with (cpu_small: "bpe"), so
+# that prepare(), load_and_process_dataset() and `llmlab train` make and look for the same data by default.
+DEFAULT_TOKENIZER = get_preset(DEFAULT_PRESET).train.tokenizer
 
 SHAKESPEARE = "shakespeare"
 # The original "openwebtext" / "Skylion007/openwebtext" repository is a loading *script*, which
@@ -88,10 +101,12 @@ def resolve_source(source: str | os.PathLike[str] | Source | None) -> Source:
         return Source(kind=SHAKESPEARE, name=SHAKESPEARE, spec=SHAKESPEARE)
     if isinstance(source, str) and (source == "openwebtext" or source.startswith(HUB_PREFIX)):
         spec = f"{HUB_PREFIX}{OPENWEBTEXT_REPO}" if source == "openwebtext" else source
-        repo_id, _, revision = spec[len(HUB_PREFIX):].partition("@")
+        repo_id, _, revision = spec[len(HUB_PREFIX) :].partition("@")
         if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-            raise ValueError(f"source {source!r}: a hub dataset is written hf:OWNER/NAME (or hf:OWNER/NAME@REVISION),"
-                             f" e.g. hf:{OPENWEBTEXT_REPO}")
+            raise ValueError(
+                f"source {source!r}: a hub dataset is written hf:OWNER/NAME (or hf:OWNER/NAME@REVISION),"
+                f" e.g. hf:{OPENWEBTEXT_REPO}"
+            )
         name = "openwebtext" if source == "openwebtext" else _short_name(repo_id.split("/")[1])
         return Source(kind="hub", name=name, spec=spec, repo_id=repo_id, revision=revision or None)
     path = Path(source).expanduser()
@@ -101,8 +116,13 @@ def resolve_source(source: str | os.PathLike[str] | Source | None) -> Source:
             f"a .txt/.jsonl/.parquet file or folder, 'shakespeare' (embedded), 'openwebtext' or hf:OWNER/NAME"
         )
     files = _corpus_files(path)
-    return Source(kind="files", name=_short_name(path.stem if path.is_file() else path.resolve().name),
-                  spec=str(path.resolve()), files=files, loader=LOADERS[files[0].suffix.lower()])
+    return Source(
+        kind="files",
+        name=_short_name(path.stem if path.is_file() else path.resolve().name),
+        spec=str(path.resolve()),
+        files=files,
+        loader=LOADERS[files[0].suffix.lower()],
+    )
 
 
 def _corpus_files(path: Path) -> tuple[Path, ...]:
@@ -110,23 +130,34 @@ def _corpus_files(path: Path) -> tuple[Path, ...]:
     if path.is_file():
         files = [path]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOADERS
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in LOADERS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise FileNotFoundError(f"no corpus files in folder {path}: expected .txt, .jsonl, .json or .parquet files")
     if files[0].suffix.lower() not in LOADERS:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .txt (one document per file), "
-                         f".jsonl/.json or .parquet (a 'text' field per document)")
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r}; use .txt (one document per file), "
+            f".jsonl/.json or .parquet (a 'text' field per document)"
+        )
     kinds = {LOADERS[f.suffix.lower()] for f in files}
     if len(kinds) > 1:
-        raise ValueError(f"folder {path} mixes file types ({', '.join(sorted(kinds))}); put one kind of file "
-                         f"in the folder, or prepare each kind separately")
+        raise ValueError(
+            f"folder {path} mixes file types ({', '.join(sorted(kinds))}); put one kind of file "
+            f"in the folder, or prepare each kind separately"
+        )
     return tuple(f.resolve() for f in files)
 
 
-def default_data_dir(source: str | os.PathLike[str] | Source | None = None,
-                     tokenizer: str | Tokenizer = "char") -> Path:
-    """Where ``llmlab prepare`` writes by default: ``data/<source-name>_<tokenizer>``, e.g. data/shakespeare_char."""
+def default_data_dir(
+    source: str | os.PathLike[str] | Source | None = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER
+) -> Path:
+    """Where :func:`llmlab.data.prepare` writes by default: ``data/<source-name>_<tokenizer>``, e.g.
+    data/shakespeare_char; the tokenizer defaults to :data:`DEFAULT_TOKENIZER`, the default preset's."""
     name = tokenizer if isinstance(tokenizer, str) else tokenizer.name
     return Path("data") / f"{resolve_source(source).name}_{name}"
 
@@ -147,8 +178,8 @@ def check_utf8(path: str | Path, chunk_bytes: int = 1 << 24) -> None:
                 offset, carry = offset + len(data), b""
             except UnicodeDecodeError as e:  # e.start: the first bad byte; everything before it is valid
                 if e.reason != "unexpected end of data" or e.end != len(data):
-                    _not_utf8(path, offset + e.start, data[e.start: e.start + 1])
-                offset, carry = offset + e.start, data[e.start:]
+                    _not_utf8(path, offset + e.start, data[e.start : e.start + 1])
+                offset, carry = offset + e.start, data[e.start :]
     if carry:
         _not_utf8(path, offset, carry)
 
@@ -160,8 +191,11 @@ def _not_utf8(path: Path, offset: int, bad: bytes) -> None:
     )
 
 
-def load_source(source: str | os.PathLike[str] | Source | None = None,
-                cache_dir: str | os.PathLike[str] | None = None, num_proc: int = 1) -> datasets.Dataset:
+def load_source(
+    source: str | os.PathLike[str] | Source | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    num_proc: int = 1,
+) -> datasets.Dataset:
     """Load a source as a ``datasets.Dataset`` with one column, ``text`` (one document per row).
 
     ``.txt`` files are one document each (``sample_by="document"``; line endings become LF);
@@ -185,16 +219,26 @@ def load_source(source: str | os.PathLike[str] | Source | None = None,
         kwargs = {"sample_by": "document"} if src.loader == "text" else {}
         procs = min(num_proc, len(src.files))  # datasets parallelizes over files
         try:
-            ds = datasets.load_dataset(src.loader, data_files=[str(f) for f in src.files], split="train",
-                                       cache_dir=cache, num_proc=procs if procs > 1 else None, **kwargs)
+            ds = datasets.load_dataset(
+                src.loader,
+                data_files=[str(f) for f in src.files],
+                split="train",
+                cache_dir=cache,
+                num_proc=procs if procs > 1 else None,
+                **kwargs,
+            )
         except datasets.exceptions.DatasetGenerationError as e:
             cause = e.__cause__ or e
-            raise ValueError(f"could not read {src.spec} as {src.loader} ({type(cause).__name__}: {cause}); "
-                             f"check the file format: .jsonl needs one JSON object per line") from None
+            raise ValueError(
+                f"could not read {src.spec} as {src.loader} ({type(cause).__name__}: {cause}); "
+                f"check the file format: .jsonl needs one JSON object per line"
+            ) from None
         where = src.spec
     if "text" not in ds.column_names:
-        raise ValueError(f"{where} has no 'text' column (columns: {', '.join(ds.column_names)}); "
-                         f"put each document's text in a field named 'text'")
+        raise ValueError(
+            f"{where} has no 'text' column (columns: {', '.join(ds.column_names)}); "
+            f"put each document's text in a field named 'text'"
+        )
     if ds.features["text"] != datasets.Value("string") and ds.features["text"] != datasets.Value("large_string"):
         raise ValueError(f"{where}: column 'text' holds {ds.features['text']}, not strings; store text in it")
     return ds.select_columns(["text"])
@@ -227,12 +271,19 @@ def _load_hub(src: Source, cache_dir: str | None, num_proc: int = 1) -> datasets
     try:  # a quick probe with a short timeout: load_dataset itself retries for minutes when offline
         HfApi().dataset_info(src.repo_id, revision=src.revision, timeout=HUB_TIMEOUT_S)
     except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise ValueError(f"no dataset {src.repo_id!r} (revision {src.revision or 'main'}) on the Hugging Face hub; "
-                         f"check the name, e.g. source='hf:{OPENWEBTEXT_REPO}'") from None
+        raise ValueError(
+            f"no dataset {src.repo_id!r} (revision {src.revision or 'main'}) on the Hugging Face hub; "
+            f"check the name, e.g. source='hf:{OPENWEBTEXT_REPO}'"
+        ) from None
     except Exception as e:  # noqa: BLE001 - any transport error means "unreachable"; say why, no traceback
         raise _hub_unavailable(src, f"{type(e).__name__}: {e}") from None
     try:
-        return datasets.load_dataset(src.repo_id, split="train", revision=src.revision, cache_dir=cache_dir,
-                                     num_proc=num_proc if num_proc > 1 else None)
+        return datasets.load_dataset(
+            src.repo_id,
+            split="train",
+            revision=src.revision,
+            cache_dir=cache_dir,
+            num_proc=num_proc if num_proc > 1 else None,
+        )
     except (ConnectionError, TimeoutError, OSError) as e:
         raise _hub_unavailable(src, f"{type(e).__name__}: {e}") from None

@@ -2,6 +2,7 @@
 
 - :func:`_pieces`: long texts cut at safe boundaries, so that tokenizing piece by piece (bounded memory)
   gives exactly the tokens of the whole text;
+- :func:`_auto_split`: which of the two splits ``split="auto"`` picks for a corpus;
 - :func:`_document_val_mask` / :func:`_tail_pieces`: the two train / val splits (seeded whole documents;
   nanoGPT's cut of the joined text);
 - :func:`_tokenize_batch`: the ``datasets.map`` function (documents -> token ids as Arrow), run in
@@ -40,7 +41,7 @@ def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
         m = _SAFE_CUT.search(text, start + size - 1)
         if m is None:
             break
-        yield text[start: m.end()]
+        yield text[start : m.end()]
         start = m.end()
     yield text[start:]
 
@@ -71,8 +72,16 @@ class _TokenizerRef:
         return tok
 
 
-def _tokenize_batch(batch: dict[str, list], indices: list[int], *, tokenizer: _TokenizerRef, dtype: np.dtype,
-                    append_eot: bool, val_mask: np.ndarray | None, piece_chars: int) -> Any:
+def _tokenize_batch(
+    batch: dict[str, list],
+    indices: list[int],
+    *,
+    tokenizer: _TokenizerRef,
+    dtype: np.dtype,
+    append_eot: bool,
+    val_mask: np.ndarray | None,
+    piece_chars: int,
+) -> Any:
     """datasets.map function: documents -> {"ids": list of token ids (+ EOT), "n_tokens", "n_bytes", "is_val"}.
 
     Long documents are encoded in pieces and ids go to numpy at once, so that at most ~piece_chars of
@@ -109,12 +118,14 @@ def _tokenize_batch(batch: dict[str, list], indices: list[int], *, tokenizer: _T
         is_val = [batch["is_val"][i] for i in keep]
     else:
         is_val = val_mask[np.asarray(indices, dtype=np.int64)[keep]] if keep else np.zeros(0, dtype=bool)
-    return pa.table({
-        "ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
-        "n_tokens": pa.array(n_tokens),
-        "n_bytes": pa.array([_utf8_len(t) for t in texts], type=pa.int64()),
-        "is_val": pa.array(is_val, type=pa.bool_()),
-    })
+    return pa.table(
+        {
+            "ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            "n_tokens": pa.array(n_tokens),
+            "n_bytes": pa.array([_utf8_len(t) for t in texts], type=pa.int64()),
+            "is_val": pa.array(is_val, type=pa.bool_()),
+        }
+    )
 
 
 def _text_lengths(ds: datasets.Dataset) -> np.ndarray:
@@ -126,15 +137,42 @@ def _text_lengths(ds: datasets.Dataset) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
+# split="auto" holds out whole documents only from a corpus of at least this many (non-empty) documents:
+# fewer make a val split of one or two whole works, whose loss says more about those works than about the
+# model. Below it (a folder of three books, a single file) it cuts the tail of the joined text instead.
+AUTO_MIN_DOCUMENTS = 10
+
+
+def _val_documents(documents: int, val_fraction: float) -> int:
+    """How many of ``documents`` non-empty documents split="documents" holds out: round(val_fraction * documents)."""
+    return round(documents * val_fraction)
+
+
+def _auto_split(documents: int, val_fraction: float) -> tuple[str, str]:
+    """``(split, why)``: what split="auto" uses for a corpus of ``documents`` non-empty documents.
+
+    The rule: "documents" (seeded whole documents) when there are at least :data:`AUTO_MIN_DOCUMENTS` of them
+    and ``val_fraction`` of them rounds to at least one document and leaves at least one for training;
+    otherwise "tail" (the last ``val_fraction`` of the joined text), which works for a single document.
+    """
+    n_val = _val_documents(documents, val_fraction)
+    if documents < AUTO_MIN_DOCUMENTS:
+        return "tail", f"{documents:,} document(s), fewer than {AUTO_MIN_DOCUMENTS} to hold out whole ones"
+    if not 0 < n_val < documents:
+        return "tail", f"val_fraction={val_fraction} of {documents:,} documents rounds to {n_val} whole documents"
+    return "documents", f"{documents:,} documents, {n_val:,} held out whole"
+
+
 def _document_val_mask(lengths: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
     """A seeded choice of round(val_fraction * documents) non-empty documents for val."""
     nonempty = np.flatnonzero(lengths > 0)
-    n_val = round(len(nonempty) * val_fraction)
+    n_val = _val_documents(len(nonempty), val_fraction)
     if n_val == 0 or n_val == len(nonempty):
         side = "val" if n_val == 0 else "train"
         raise ValueError(
             f"val_fraction={val_fraction} of {len(nonempty)} document(s) leaves {side} empty with split='documents'; "
-            f"use split='tail' (CLI: --split tail) to hold out the last part of the text, or give more documents"
+            f"use split='tail' (CLI: --split tail) to hold out the last part of the text, split='auto' to let the "
+            f"corpus decide, or give more documents"
         )
     chosen = nonempty[np.random.default_rng(seed).permutation(len(nonempty))[:n_val]]
     mask = np.zeros(len(lengths), dtype=bool)
@@ -169,7 +207,6 @@ def _train_texts(ds: datasets.Dataset, val_mask: np.ndarray | None) -> Iterator[
     (the tail split's pieces)."""
     index = 0
     for batch in ds.iter(batch_size=64):
-        flags = batch["is_val"] if val_mask is None else val_mask[index:index + len(batch["text"])]
+        flags = batch["is_val"] if val_mask is None else val_mask[index : index + len(batch["text"])]
         index += len(batch["text"])
         yield from (text for text, is_val in zip(batch["text"], flags) if not is_val)
-
