@@ -30,8 +30,11 @@ COMPONENTS = ("token embedding", "position embedding", "attention", "MLP", "Laye
 
 
 def component_of(name: str) -> str:
-    """GPT-2 parameter name -> the part of the model it belongs to (one of :data:`COMPONENTS`)."""
-    if ".wte." in f".{name}" or name.startswith("lm_head"):
+    """GPT-2 parameter name -> the part of the model it belongs to (:data:`COMPONENTS`, or "output head"
+    for an untied head)."""
+    if name.startswith("lm_head"):
+        return "output head"  # only when untied: a tied head is the token embedding, counted once
+    if ".wte." in f".{name}":
         return "token embedding"
     if ".wpe." in f".{name}":
         return "position embedding"
@@ -51,7 +54,8 @@ def parameters_by_component(model_or_config: GPT | ModelConfig | Config) -> dict
             model = GPT(as_model_config(model_or_config))
     counts = dict.fromkeys(COMPONENTS, 0)
     for name, p in model.named_parameters():  # the tied lm_head/wte matrix is yielded once
-        counts[component_of(name)] += p.numel()
+        part = component_of(name)
+        counts[part] = counts.get(part, 0) + p.numel()
     return counts
 
 

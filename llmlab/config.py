@@ -50,7 +50,16 @@ class ModelConfig:
     """The shape of a GPT.
 
     ``vocab_size`` is set from the tokenizer when training starts; ``block_size`` is the longest
-    context (in tokens) the model sees.
+    context (in tokens) the model sees. The fields after ``bias`` choose the modern variants (notebook
+    07); their defaults are GPT-2's, so a config that leaves them alone is GPT-2's architecture:
+
+    - ``position``: ``"learned"`` position embeddings (GPT-2) or ``"rope"`` (rotary, applied to q and k)
+    - ``norm``: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (no mean, no bias)
+    - ``qk_norm``: RMS-normalise queries and keys per head before attention
+    - ``activation``: ``"gelu"`` (GPT-2, tanh approximation) or ``"relu2"`` (ReLU squared)
+    - ``tie_embeddings``: one matrix for token embedding and output head (GPT-2), or two
+    - ``zero_init``: output projections (and an untied head) start at zero, so each block starts as identity
+    - ``logit_softcap``: 0 (off) or c, logits become ``c * tanh(logits / c)``
     """
 
     vocab_size: int = 50257
@@ -60,6 +69,13 @@ class ModelConfig:
     depth: int = 6
     dropout: float = 0.0
     bias: bool = True
+    position: str = "learned"
+    norm: str = "layernorm"
+    qk_norm: bool = False
+    activation: str = "gelu"
+    tie_embeddings: bool = True
+    zero_init: bool = False
+    logit_softcap: float = 0.0
 
     def __post_init__(self) -> None:
         _positive_int(self, "vocab_size", "block_size", "embedding_size", "num_heads", "depth")
@@ -74,8 +90,28 @@ class ModelConfig:
         dropout = _number(self, "dropout")
         if not 0.0 <= dropout < 1.0:
             _fail("dropout", self.dropout, "dropout must be in [0, 1); 0.0 turns it off, 0.1-0.2 is typical.")
-        if not isinstance(self.bias, bool):
-            _fail("bias", self.bias, "bias must be True or False.")
+        for name in ("bias", "qk_norm", "tie_embeddings", "zero_init"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), f"{name} must be True or False.")
+        check_choice("position", self.position, ("learned", "rope"))
+        check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        check_choice("activation", self.activation, ("gelu", "relu2"))
+        check_number("logit_softcap", self.logit_softcap, 0.0,
+                     fix="logit_softcap must be 0 (off) or a positive cap such as 15 or 30.")
+        if self.position == "rope" and self.head_size % 2:
+            _fail("num_heads", self.num_heads, f"rotary embeddings need an even head size, but embedding_size / "
+                  f"num_heads = {self.head_size}; choose num_heads so that the head size is even.")
+
+    @property
+    def is_gpt2(self) -> bool:
+        """True when every architecture choice is GPT-2's (so the weights map onto GPT2LMHeadModel)."""
+        return not self.gpt2_differences()
+
+    def gpt2_differences(self) -> list[str]:
+        """The settings that GPT-2's architecture cannot express, as ``name=value`` strings."""
+        gpt2 = {"position": "learned", "norm": "layernorm", "qk_norm": False, "activation": "gelu",
+                "tie_embeddings": True, "logit_softcap": 0.0}
+        return [f"{k}={getattr(self, k)!r}" for k, v in gpt2.items() if getattr(self, k) != v]
 
     @property
     def head_size(self) -> int:
@@ -91,6 +127,8 @@ class TrainConfig:
     cosine down to ``min_lr`` at ``max_iters``. One optimizer step sees
     ``batch_size * grad_accum_steps`` sequences (times the number of processes under torchrun).
     ``max_seconds`` (0 = no limit) stops a run on wall-clock time, for fixed-budget comparisons.
+    ``optimizer="muon"`` trains the hidden weight matrices with Muon at ``muon_lr`` (following the same
+    schedule, scaled by ``muon_lr / max_lr``) and everything else with AdamW at ``max_lr``.
     """
 
     batch_size: int = 16
@@ -101,6 +139,8 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     weight_decay: float = 0.1
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
@@ -135,7 +175,9 @@ class TrainConfig:
             _fail("grad_clip", self.grad_clip, "grad_clip must be >= 0 (0 turns clipping off, 1.0 is usual).")
         if _number(self, "max_seconds") < 0:
             _fail("max_seconds", self.max_seconds, "max_seconds must be >= 0 (0 means no time limit).")
+        check_number("muon_lr", self.muon_lr, 0.0, low_open=True, fix="muon_lr must be > 0; 0.02 is usual.")
         choices = {
+            "optimizer": ("adamw", "muon"),
             "tokenizer": ("char", "bpe", "gpt2"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
             "compile": ("auto", "true", "false"),

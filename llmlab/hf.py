@@ -117,6 +117,11 @@ def to_hf(gpt: GPT, attn_implementation: str | None = None) -> "transformers.GPT
     if not isinstance(gpt, GPT):
         raise ValueError(f"to_hf needs an llmlab GPT, got {type(gpt).__name__}.")
     cfg = gpt.config
+    if not cfg.is_gpt2:
+        raise ValueError(
+            f"this model uses settings GPT-2's architecture cannot express ({', '.join(cfg.gpt2_differences())}), "
+            "so GPT2LMHeadModel cannot hold it. Only models with GPT-2's defaults for these settings convert."
+        )
     hf_config = GPT2Config(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.block_size,

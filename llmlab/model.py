@@ -5,6 +5,10 @@ The architecture is GPT-2's (Radford et al., 2019):
     idx (B, T) -> token embedding + position embedding -> depth x Block -> LayerNorm -> logits (B, T, V)
     Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))        (pre-LayerNorm, residual stream)
 
+Options of :class:`ModelConfig` turn it into a modern GPT, one technique at a time (notebook 07):
+rotary positions, RMSNorm, QK-norm, ReLU squared, an untied head, zero-initialised projections, logit
+soft-capping; :meth:`GPT.configure_optimizer` adds Muon. Their defaults are GPT-2's.
+
 Parameter names follow GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn`` ...) so that weights
 map one-to-one onto Hugging Face's ``GPT2LMHeadModel``: :func:`llmlab.hf.from_hf` / :func:`llmlab.hf.to_hf`
 move weights across (model.py itself knows nothing of ``transformers``).
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 
 from llmlab.config import Config, ModelConfig
 from llmlab.sampling import sample_next
-from llmlab.validate import check_int, check_number
+from llmlab.validate import check_choice, check_int, check_number
 
 __all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache", "as_model_config"]
 
@@ -86,6 +90,35 @@ class KVCache:
         self.length += num_tokens
 
 
+def make_norm(config: ModelConfig) -> nn.Module:
+    """GPT-2's LayerNorm, or RMSNorm (no mean subtraction, no bias: cheaper, and as good in practice)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.embedding_size, eps=1e-5)
+    return nn.LayerNorm(config.embedding_size, bias=config.bias)
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings (Su et al., 2021): rotate each pair of q/k channels by an angle that grows
+    with the position, so q . k depends on the distance between two tokens, not on where they are."""
+
+    def __init__(self, head_size: int, max_positions: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (T_max, hs/2)
+        # Buffers, not parameters, and not saved: they are a function of the config.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, past: int = 0) -> torch.Tensor:
+        """Rotate ``x`` (B, nh, T, hs) whose first token sits at position ``past``."""
+        T = x.size(-2)
+        cos = self.cos[past:past + T].to(x.dtype)  # (T, hs/2)
+        sin = self.sin[past:past + T].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]  # the channel pairs (B, nh, T, hs/2)
+        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs/2, 2)
+        return rotated.flatten(-2)  # (B, nh, T, hs), pairs back in place
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position t only sees positions <= t.
 
@@ -109,6 +142,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.embedding_size, config.embedding_size, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.qk_norm = config.qk_norm
+        self.rotary = Rotary(config.head_size, config.block_size) if config.position == "rope" else None
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -117,9 +152,12 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        past = 0
+        past = kv_cache.length if kv_cache is not None else 0
+        if self.qk_norm:  # unit-RMS queries and keys: attention logits cannot blow up
+            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
+        if self.rotary is not None:  # positions enter here, as rotations of q and k
+            q, k = self.rotary(q, past), self.rotary(k, past)
         if kv_cache is not None:
-            past = kv_cache.length
             k, v = kv_cache.update(layer, k, v)  # (B, nh, P + T, hs)
 
         if self.use_sdpa:
@@ -151,18 +189,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
+    """Position-wise feed-forward network: C -> 4C -> GELU (or ReLU squared) -> C."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.embedding_size, 4 * config.embedding_size, bias=config.bias)
         # GPT-2 was trained with the tanh approximation of GELU; using it keeps Hugging Face logits identical.
         self.gelu = nn.GELU(approximate="tanh")
+        self.relu2 = config.activation == "relu2"  # ReLU squared (So et al., 2021): sparse, cheap, strong
         self.c_proj = nn.Linear(4 * config.embedding_size, config.embedding_size, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        x = self.c_fc(x)  # (B, T, 4C)
+        x = F.relu(x).square() if self.relu2 else self.gelu(x)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 
@@ -171,15 +211,52 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, use_sdpa: bool = True) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.embedding_size, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, use_sdpa=use_sdpa)
-        self.ln_2 = nn.LayerNorm(config.embedding_size, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
+
+
+class MuonWithAdamW:
+    """Two optimizers stepped as one: Muon for the hidden matrices, AdamW for the rest.
+
+    Offers what a training loop uses of an optimizer: ``param_groups`` (both, for the schedule),
+    ``step``, ``zero_grad``, ``state_dict`` / ``load_state_dict`` (resume).
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [*self.muon.param_groups, *self.adamw.param_groups]
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {**self.muon.state, **self.adamw.state}
+
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise ValueError("this optimizer state is not Muon + AdamW's: resume with the optimizer the run used "
+                             "(--set optimizer=...).")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
 
 
 class GPT(nn.Module):
@@ -197,16 +274,18 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.embedding_size),  # token id -> vector
-                wpe=nn.Embedding(config.block_size, config.embedding_size),  # position -> vector
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config, use_sdpa=use_sdpa) for _ in range(config.depth)]),
-                ln_f=nn.LayerNorm(config.embedding_size, bias=config.bias),
+                ln_f=make_norm(config),
             )
         )
+        if config.position == "learned":  # rotary embeddings need no table: attention rotates q and k
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.embedding_size)  # position -> vector
         self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
-        # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
-        # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:
+            # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
+            # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
+            self.transformer.wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # Each block adds two projections into the residual stream; scaling them by 1/sqrt(2 * depth) keeps
@@ -215,6 +294,12 @@ class GPT(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=residual_std)
+        if config.zero_init:
+            # Every block then starts as the identity on the residual stream, and an untied head predicts
+            # the uniform distribution (loss exactly ln V at step 0); gradients still reach every weight.
+            for name, param in self.named_parameters():
+                if name.endswith("c_proj.weight") or (name == "lm_head.weight" and not config.tie_embeddings):
+                    nn.init.zeros_(param)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -251,15 +336,22 @@ class GPT(nn.Module):
                 f"sequence of {past + T} tokens (cached {past} + new {T}) exceeds block_size="
                 f"{self.config.block_size}: crop the context to its last {self.config.block_size} tokens."
             )
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
-        tok_emb = self.transformer.wte(idx)  # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
-        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (T, C), broadcast over the batch
+        x = self.transformer.drop(x)  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, layer)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)  # (B, T, C)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., C) -> logits (..., V), soft-capped when ``logit_softcap`` is set."""
+        logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(
         self,
@@ -273,7 +365,7 @@ class GPT(nn.Module):
         or ``None`` without targets. ``kv_cache`` continues a sequence whose first positions are cached.
         """
         x = self.hidden_states(idx, kv_cache)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.logits(x)  # (B, T, V)
         loss = None
         if targets is not None:
             if targets.shape != idx.shape:
@@ -304,8 +396,15 @@ class GPT(nn.Module):
             grown.weight[:old] = weight
             grown.weight[old:] = weight.mean(dim=0)
         self.transformer.wte = grown
-        self.lm_head = nn.Linear(weight.size(1), vocab_size, bias=False, device=weight.device, dtype=weight.dtype)
-        self.lm_head.weight = self.transformer.wte.weight  # re-tie
+        if self.config.tie_embeddings:
+            self.lm_head = nn.Linear(weight.size(1), vocab_size, bias=False, device=weight.device, dtype=weight.dtype)
+            self.lm_head.weight = self.transformer.wte.weight  # re-tie
+        else:
+            head = self.lm_head.weight  # (V, C): new rows start at zero, i.e. a logit of 0 for the new tokens
+            self.lm_head = nn.Linear(head.size(1), vocab_size, bias=False, device=head.device, dtype=head.dtype)
+            with torch.no_grad():
+                self.lm_head.weight.zero_()
+                self.lm_head.weight[:old] = head
         self.config = dataclasses.replace(self.config, vocab_size=vocab_size)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -315,7 +414,7 @@ class GPT(nn.Module):
         embedding matrix also serves as the output layer, so it does real compute and stays in.
         """
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
-        if non_embedding:
+        if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -325,20 +424,34 @@ class GPT(nn.Module):
         lr: float,
         betas: tuple[float, float] = (0.9, 0.95),
         device_type: str = "cpu",
-    ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases or LayerNorm gains.
+        optimizer: str = "adamw",
+        muon_lr: float = 0.02,
+    ) -> torch.optim.Optimizer | MuonWithAdamW:
+        """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases or norm gains.
 
         Uses torch's fused kernel on CUDA and CPU: one call updates every tensor, instead of a per-parameter
         loop (on CPU the update of a cpu_small step went from 5.9 ms to 1.3 ms, see bench/train.py).
+
+        ``optimizer="muon"``: the blocks' weight matrices go to ``torch.optim.Muon`` (momentum, then the
+        update orthogonalised by Newton-Schulz, so every direction of a matrix moves at the same rate;
+        Jordan et al., 2024) at ``muon_lr``; embeddings, the output head and all 1-D gains stay on AdamW,
+        as in modded-nanogpt. Each param group carries ``lr_scale`` (its lr / ``lr``) for the schedule.
         """
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        check_choice("optimizer", optimizer, ("adamw", "muon"))
+        hidden = [p for n, p in params if optimizer == "muon" and p.dim() == 2 and n.startswith("transformer.h.")]
+        hidden_ids = {id(p) for p in hidden}
+        rest = [(n, p) for n, p in params if id(p) not in hidden_ids]
         groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
         ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
+        adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
+        if not hidden:
+            return adamw
+        muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr,
+                                weight_decay=weight_decay)
+        return MuonWithAdamW(muon, adamw)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs (forward + backward) per token: 6 N + 12 L C T (Kaplan et al. 2020; PaLM appendix B).
@@ -411,7 +524,7 @@ class GPT(nn.Module):
                     x = self.hidden_states(idx[:, -window:], cache)  # (B, T', C)
                 else:
                     x = self.hidden_states(idx[:, -1:], cache)  # only the newest token: (B, 1, C)
-                logits = self.lm_head(x[:, -1, :])  # only the last position is needed: (B, V)
+                logits = self.logits(x[:, -1, :])  # only the last position is needed: (B, V)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat((idx, idx_next), dim=1)  # (B, T + 1)
         finally:

@@ -1,0 +1,162 @@
+"""The modern options of the GPT (notebook 07), each checked against a from-scratch reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmlab.config import ModelConfig
+from llmlab.model import GPT, MuonWithAdamW, Rotary
+
+BASE = dict(vocab_size=40, block_size=16, embedding_size=32, num_heads=4, depth=2)
+MODERN = dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
+              zero_init=True, logit_softcap=15.0)
+
+
+def _model(**options: object) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(**{**BASE, **options}))
+
+
+def test_defaults_are_gpt2() -> None:
+    cfg = ModelConfig(**BASE)
+    assert cfg.is_gpt2 and cfg.gpt2_differences() == []
+    modern = ModelConfig(**BASE, **MODERN)
+    assert not modern.is_gpt2 and "position='rope'" in modern.gpt2_differences()
+
+
+def test_rotary_equals_complex_rotation_and_depends_only_on_distance() -> None:
+    hs, T = 8, 12
+    rot = Rotary(hs, 32)
+    x = torch.randn(2, 3, T, hs)
+    # From scratch: channel pairs as complex numbers, multiplied by e^(i * position * theta_j).
+    theta = 10000.0 ** (-torch.arange(0, hs, 2).float() / hs)
+    pos = torch.arange(5, 5 + T).float()
+    z = torch.view_as_complex(x.reshape(2, 3, T, hs // 2, 2).contiguous())
+    expected = torch.view_as_real(z * torch.polar(torch.ones(T, hs // 2), torch.outer(pos, theta))).flatten(-2)
+    torch.testing.assert_close(rot(x, past=5), expected, atol=1e-5, rtol=1e-5)
+    # q . k after rotation depends only on the distance between the two positions.
+    q, k = torch.randn(hs), torch.randn(hs)
+    def score(m: int, n: int) -> float:
+        return float(rot(q.view(1, 1, 1, hs), m).flatten() @ rot(k.view(1, 1, 1, hs), n).flatten())
+    assert score(7, 3) == pytest.approx(score(12, 8), abs=1e-4) and score(7, 3) != pytest.approx(score(7, 4))
+
+
+def test_rmsnorm_and_relu2_and_softcap_match_formulas() -> None:
+    model = _model(norm="rmsnorm", activation="relu2", logit_softcap=2.0)
+    block = model.transformer.h[0]
+    x = torch.randn(2, 5, 32)
+    w = block.ln_1.weight
+    torch.testing.assert_close(block.ln_1(x), x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w)
+    mlp = block.mlp
+    torch.testing.assert_close(mlp(x), mlp.c_proj(torch.relu(mlp.c_fc(x)) ** 2))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(100.0)  # large logits, to see the cap
+    logits, _ = model(torch.randint(0, 40, (1, 8)))
+    assert logits.abs().max() <= 2.0
+    raw = model.lm_head(model.hidden_states(torch.randint(0, 40, (1, 8))))
+    torch.testing.assert_close(model.logits(model.hidden_states(torch.zeros(1, 1, dtype=torch.long))),
+                               2.0 * torch.tanh(model.lm_head(model.hidden_states(torch.zeros(1, 1, dtype=torch.long)))
+                                                / 2.0))
+    assert raw.abs().max() > 2.0
+
+
+def test_attention_with_qk_norm_and_rope_by_hand() -> None:
+    model = _model(position="rope", qk_norm=True)
+    attn = model.transformer.h[0].attn
+    x = torch.randn(2, 6, 32)
+    B, T, C, nh = 2, 6, 32, 4
+    hs = C // nh
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
+    q = q / torch.sqrt(q.pow(2).mean(-1, keepdim=True) + torch.finfo(q.dtype).eps)
+    k = k / torch.sqrt(k.pow(2).mean(-1, keepdim=True) + torch.finfo(k.dtype).eps)
+    q, k = attn.rotary(q), attn.rotary(k)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+    att = att.masked_fill(torch.ones(T, T).tril() == 0, float("-inf")).softmax(-1)
+    expected = attn.c_proj((att @ v).transpose(1, 2).reshape(B, T, C))
+    torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_no_position_table_with_rope_and_untied_head_adds_parameters() -> None:
+    tied, untied = _model(), _model(tie_embeddings=False)
+    assert untied.num_parameters() == tied.num_parameters() + 40 * 32
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    rope = _model(position="rope")
+    assert "transformer.wpe.weight" not in rope.state_dict()
+    assert not any("cos" in k or "sin" in k for k in rope.state_dict())  # buffers are derived, not saved
+
+
+def test_zero_init_starts_at_the_uniform_loss_and_still_learns() -> None:
+    model = _model(tie_embeddings=False, zero_init=True)
+    idx = torch.randint(0, 40, (4, 16))
+    _, loss = model(idx, idx)
+    assert float(loss.detach()) == pytest.approx(math.log(40), abs=1e-6)
+    loss.backward()
+    assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("options", [MODERN, dict(position="rope"), dict(qk_norm=True, norm="rmsnorm")])
+def test_kv_cache_generation_equals_full_recompute(options: dict) -> None:
+    model = _model(**options)
+    with torch.no_grad():  # zero-init weights would make every token equally likely: give them values
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    idx = torch.randint(0, 40, (2, 3))
+    g1 = torch.Generator().manual_seed(1)
+    g2 = torch.Generator().manual_seed(1)
+    with_cache = model.generate(idx, 20, temperature=0.8, generator=g1, use_cache=True)  # slides past block 16
+    without = model.generate(idx, 20, temperature=0.8, generator=g2, use_cache=False)
+    assert torch.equal(with_cache, without)
+
+
+def test_muon_for_hidden_matrices_adamw_for_the_rest_equals_the_two_torch_optimizers() -> None:
+    model = _model(**MODERN)
+    ref = _model(**MODERN)
+    ref.load_state_dict(model.state_dict())
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", muon_lr=0.02)
+    assert isinstance(opt, MuonWithAdamW)
+    muon_ids = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in muon_ids}
+    assert names == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")}
+    # Reference: the two torch optimizers built by hand on the same split.
+    hidden = [p for n, p in ref.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")]
+    rest = [(n, p) for n, p in ref.named_parameters() if not (p.dim() == 2 and n.startswith("transformer.h."))]
+    ref_muon = torch.optim.Muon(hidden, lr=0.02, weight_decay=0.1)
+    ref_adamw = torch.optim.AdamW([{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": 0.1},
+                                   {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.95))
+    idx = torch.randint(0, 40, (4, 16))
+    for m, step in ((model, opt.step), (ref, lambda: (ref_muon.step(), ref_adamw.step()))):
+        m(idx, idx)[1].backward()
+        step()
+    for (n, a), b in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=n)
+    state = opt.state_dict()
+    again = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", muon_lr=0.02)
+    again.load_state_dict(state)
+    assert again.state_dict()["muon"]["state"].keys() == state["muon"]["state"].keys()
+    assert {g["lr_scale"] for g in opt.param_groups} == {20.0, 1.0}
+    with pytest.raises(ValueError, match="Muon \\+ AdamW"):
+        again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+
+
+def test_to_hf_refuses_what_gpt2_cannot_express() -> None:
+    pytest.importorskip("transformers")
+    from llmlab.hf import to_hf
+
+    with pytest.raises(ValueError, match="position='rope'.*norm='rmsnorm'"):
+        to_hf(_model(**MODERN))
+    to_hf(_model(zero_init=True))  # an init choice, not an architecture: converts
+
+
+def test_bad_option_values_are_refused() -> None:
+    with pytest.raises(ValueError, match="position='alibi' is not valid: use one of learned, rope"):
+        ModelConfig(**BASE, position="alibi")
+    with pytest.raises(ValueError, match="even head size"):
+        ModelConfig(vocab_size=10, block_size=8, embedding_size=12, num_heads=4, position="rope")
+    with pytest.raises(ValueError, match="logit_softcap"):
+        ModelConfig(**BASE, logit_softcap=-1.0)
