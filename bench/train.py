@@ -1,38 +1,46 @@
 """Training benchmarks: (a) step throughput at nanoGPT's CPU configuration, (b) quality per wall-clock of
-the cpu_small preset, (c) peak memory.
+the cpu_small preset, (c) peak memory. They print figures and same-run ratios; they are not tests.
 
-    python bench/train.py throughput [--steps 30 --repeats 5]
-    python bench/train.py quality [--seconds 137]
+    python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH]
+    python bench/train.py quality [--seconds 137] [--nanogpt PATH]
     python bench/train.py memory [--preset seed_manual --steps 3]
 
-(a) compares llmlab's training step (Trainer._train_step: the code path `llmlab train` runs) with a plain
-eager step of the same model written here (forward, backward, clip, AdamW with torch's CPU default, loss
-read every step) in the same process, alternating, median of several repeats. nanoGPT's figure for this
-configuration on the reference machine: 12.1 k tokens/s (see ../shared/reference.md).
+(a) compares llmlab's training step (``Trainer.train_step``: the code path `llmlab train` runs) with a
+plain eager step of the same model written here (forward, backward, clip, AdamW with torch's CPU
+default, loss read every step), in the same process, alternating single steps, median of several
+repeats. With ``--nanogpt PATH`` (a nanoGPT checkout, or its model.py) nanoGPT's own model and
+optimizer join the alternation, on the same batches. MFU is printed when ``LLMLAB_PEAK_FLOPS`` gives
+the machine's peak FLOP/s (e.g. ``LLMLAB_PEAK_FLOPS=135e9``).
 (b) trains cpu_small for a fixed wall-clock budget on the embedded corpus prepared with split="tail" (the
-last 10% of the joined text held out, as the nanoGPT reference) and reports val bits per byte.
+last 10% of the joined text held out, as nanoGPT's Shakespeare set) and reports val bits per byte, also
+exactly over every val token. With ``--nanogpt PATH`` nanoGPT's model is then trained for the same
+seconds on the same batches with the same schedule, and scored the same way.
 (c) peak RSS of a few training steps (resource.getrusage, so run each preset in its own process).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from llmlab.config import Config, get_preset
+from llmlab.data import TokenBatches, prepare
+from llmlab.metrics import bits_per_byte
 from llmlab.model import GPT
-
-NANOGPT_TOKENS_PER_SEC = 12_100  # reference.md: nanoGPT, same configuration, this machine
-NANOGPT_BPB_137S = 2.731  # reference.md: nanoGPT val bits/byte after 137 s
-PEAK_FLOPS = 135e9  # reference.md: practical fp32 matmul peak of the 2-core reference machine
+from llmlab.runtime import peak_flops_for
+from llmlab.train import Trainer, lr_at
 
 
 def nanogpt_cpu_config() -> Config:
@@ -53,72 +61,97 @@ def scratch_dir() -> Path:
 
 
 def prepared(tokenizer: str, split: str = "tail") -> Path:
-    from llmlab import data
-
+    """The embedded corpus prepared with ``tokenizer`` (cached in the temp folder between runs)."""
     out = Path(tempfile.gettempdir()) / f"llmlab_bench_{tokenizer}_{split}"
-    data.prepare(tokenizer=tokenizer, out_dir=out, split=split, val_fraction=0.1, progress=False)
+    prepare(tokenizer=tokenizer, out_dir=out, split=split, val_fraction=0.1, progress=False)
     return out
 
 
-def bench_throughput(steps: int, repeats: int) -> None:
-    from llmlab.train import Trainer
+def nanogpt_model(path: str, config: Config) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """nanoGPT's GPT (from a checkout folder or its model.py) with llmlab's settings, and its own optimizer."""
+    file = Path(path) / "model.py" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise SystemExit(f"--nanogpt {path}: no model.py there; pass a nanoGPT checkout or its model.py.")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    mc, tc = config.model, config.train
+    model = module.GPT(module.GPTConfig(block_size=mc.block_size, vocab_size=mc.vocab_size, n_layer=mc.depth,
+                                        n_head=mc.num_heads, n_embd=mc.embedding_size, dropout=mc.dropout,
+                                        bias=mc.bias))
+    optimizer = model.configure_optimizers(tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), "cpu")
+    return model, optimizer
 
+
+def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: TokenBatches,
+               lr: float, clip: float) -> float:
+    """One plain training step, nanoGPT style; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = batches.next()  # (B, T), (B, T)
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def bench_throughput(steps: int, repeats: int, nanogpt: str | None) -> None:
     data_dir = prepared("char")
     config = nanogpt_cpu_config()
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
-    print(f"model: {trainer.raw_model.num_parameters() / 1e6:.2f} M parameters, "
-          f"vocab {trainer.config.model.vocab_size}, {torch.get_num_threads()} threads, "
-          f"{config.train.batch_size * config.model.block_size} tokens/step")
+    config = trainer.config  # vocab_size from the data
+    tc, mc = config.train, config.model
+    print(f"model: {trainer.raw_model.num_parameters() / 1e6:.2f} M parameters, vocab {mc.vocab_size}, "
+          f"{torch.get_num_threads()} threads, {tc.batch_size * mc.block_size} tokens/step")
 
     # The baseline: the same architecture and initial weights, stepped the plain way.
-    plain = GPT(trainer.config.model)
+    plain = GPT(mc)
     plain.load_state_dict(trainer.raw_model.state_dict())
     params = list(plain.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99))  # torch's CPU default implementation, as nanoGPT on CPU
-    batches = trainer._batches("train", config.train.batch_size, 0)
+                            lr=tc.max_lr, betas=(tc.beta1, tc.beta2))  # torch's CPU default, as nanoGPT on CPU
+    plain_batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=0)
+    sides: list[tuple[str, Callable[[], float]]] = [
+        ("plain eager", lambda: eager_step(plain, opt, plain_batches, tc.max_lr, tc.grad_clip)),
+        ("llmlab", lambda: float(trainer.train_step(tc.max_lr))),
+    ]
+    if nanogpt:
+        torch.manual_seed(tc.seed)
+        ng_model, ng_opt = nanogpt_model(nanogpt, config)
+        ng_batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=0)
+        sides.append(("nanoGPT", lambda: eager_step(ng_model, ng_opt, ng_batches, tc.max_lr, tc.grad_clip)))
 
-    def plain_step() -> float:
-        x, y = batches.next()
-        _, loss = plain(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
-
-    def llmlab_step() -> float:
-        return float(trainer._train_step(1e-3))
-
-    tokens = config.train.batch_size * config.model.block_size
-    steps_fns = (("plain eager", plain_step), ("llmlab", llmlab_step))
-    for _, fn in steps_fns:  # warm-up (allocator, first-call overheads)
+    tokens = tc.batch_size * mc.block_size
+    for _, fn in sides:  # warm-up (allocator, first-call overheads)
         for _ in range(5):
             fn()
-    # Alternate single steps so that load from other processes hits both sides alike.
-    times: dict[str, list[float]] = {name: [] for name, _ in steps_fns}
+    # Alternate single steps so that load from other processes hits every side alike.
+    times: dict[str, list[float]] = {name: [] for name, _ in sides}
     for _ in range(steps * repeats):
-        for name, fn in steps_fns:
+        for name, fn in sides:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+    peak = peak_flops_for(torch.device("cpu"))
     flops_per_token = trainer.raw_model.estimate_flops_per_token()
     med = {k: tokens / statistics.median(v) for k, v in times.items()}
     best = {k: tokens / statistics.quantiles(v, n=10)[0] for k, v in times.items()}
     for name in times:
-        print(f"{name:12s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step, "
-              f"{100 * med[name] * flops_per_token / PEAK_FLOPS:4.1f}% of {PEAK_FLOPS / 1e9:.0f} GFLOP/s); "
-              f"fastest 10%: {best[name]:8,.0f} tokens/s ({100 * best[name] * flops_per_token / PEAK_FLOPS:4.1f}%)")
-    print(f"llmlab / plain eager (same run, {len(times['llmlab'])} alternating steps each): median "
-          f"{med['llmlab'] / med['plain eager']:.2f}x, fastest 10% {best['llmlab'] / best['plain eager']:.2f}x;  "
-          f"llmlab / nanoGPT's 12.1 k tokens/s: {med['llmlab'] / NANOGPT_TOKENS_PER_SEC:.2f}x (median), "
-          f"{best['llmlab'] / NANOGPT_TOKENS_PER_SEC:.2f}x (fastest 10%)")
+        mfu = f", {100 * med[name] * flops_per_token / peak:4.1f}% of {peak / 1e9:.0f} GFLOP/s" if peak else ""
+        print(f"{name:12s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step{mfu}); "
+              f"fastest 10%: {best[name]:8,.0f} tokens/s")
+    n = len(times["llmlab"])
+    for other in [name for name in times if name != "llmlab"]:
+        print(f"llmlab / {other} (same run, {n} alternating steps each): median "
+              f"{med['llmlab'] / med[other]:.2f}x, fastest 10% {best['llmlab'] / best[other]:.2f}x")
 
 
-def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str]) -> None:
+def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str], nanogpt: str | None) -> None:
     from llmlab.cli import parse_overrides
-    from llmlab.train import Trainer
 
     config = get_preset("cpu_small").override(max_seconds=seconds).override(parse_overrides(overrides))
     tok = tokenizer or config.train.tokenizer
@@ -128,41 +161,56 @@ def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str]) -
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     result = trainer.fit()
     wall = time.perf_counter() - t0
+    config = trainer.config
     print(f"cpu_small ({tok}, {trainer.raw_model.num_parameters() / 1e6:.2f} M params, batch "
           f"{config.train.batch_size}x{config.model.block_size}): {result.final_step} steps, stopped at "
           f"{result.evals[-1].elapsed:.1f} s ({result.stop_reason}); final evaluation done at {result.seconds:.1f} s, "
           f"{wall:.1f} s wall with setup")
     for e in result.evals:
         print(f"  step {e.step:5d}  t={e.elapsed:6.1f}s  val {e.val_loss:.4f} nats/token  {e.val_bpb:.3f} bits/byte")
-    exact = full_split_bpb(trainer, "val")
+    exact = full_split_bpb(trainer.raw_model, data_dir, config, "val")
     print(f"final model on the whole val split (every token once, {trainer.meta['val_tokens']:,} tokens): "
           f"{exact:.3f} bits/byte")
-    budget = "" if seconds == 137 else f" (this run: {seconds:g} s, not comparable)"
-    print(f"best val {result.best_val_bpb:.3f} bits/byte vs nanoGPT {NANOGPT_BPB_137S} in 137 s{budget} "
-          f"({result.best_val_bpb / NANOGPT_BPB_137S:.3f}x); median {result.tokens_per_sec:,.0f} tokens/s; "
+    print(f"best val {result.best_val_bpb:.3f} bits/byte; median {result.tokens_per_sec:,.0f} tokens/s; "
           f"peak RSS {peak_rss_mb():,.0f} MB")
+    if nanogpt:
+        torch.manual_seed(config.train.seed)
+        model, optimizer = nanogpt_model(nanogpt, config)
+        steps, spent = train_for(model, optimizer, data_dir, config, seconds)
+        theirs = full_split_bpb(model, data_dir, config, "val")
+        print(f"nanoGPT's model, same settings, batches and schedule, {seconds:g} s in this process: {steps} steps "
+              f"in {spent:.1f} s, whole val split {theirs:.3f} bits/byte; llmlab / nanoGPT {exact / theirs:.3f}x "
+              f"(lower is better)")
+
+
+def train_for(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_dir: Path, config: Config,
+              seconds: float) -> tuple[int, float]:
+    """A plain loop for a wall-clock budget with llmlab's schedule (lr_at with the time fraction)."""
+    tc, mc = config.train, config.model
+    batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=tc.seed)
+    model.train()
+    t0, step = time.perf_counter(), 0
+    while step < tc.max_iters and (spent := time.perf_counter() - t0) < seconds:
+        eager_step(model, optimizer, batches, lr_at(step, tc, spent / seconds), tc.grad_clip)
+        step += 1
+    return step, time.perf_counter() - t0
 
 
 @torch.no_grad()
-def full_split_bpb(trainer, split: str) -> float:  # type: ignore[no-untyped-def]
-    """Exact bits per byte of the trained model over a whole split (the trainer's figure samples windows)."""
-    import torch.nn.functional as F
-
-    model = trainer.raw_model.eval()
+def full_split_bpb(model: torch.nn.Module, data_dir: Path, config: Config, split: str) -> float:
+    """Exact bits per byte of a model over a whole split (the trainer's figure samples windows)."""
+    model.eval()
     total, count = 0.0, 0
-    for x, y in trainer._batches(split, 64, 0).sequential_batches():  # (B, T) each; padding targets are -1
-        logits, _ = model(x)
+    batches = TokenBatches(data_dir, split, config.model.block_size, 64)
+    for x, y in batches.sequential_batches():  # (B, T) each; padding targets are -1
+        logits, _ = model(x, y)  # (B, T, V): with targets, both llmlab's and nanoGPT's models give every position
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
         count += int((y != -1).sum())
-    from llmlab.train import bits_per_byte
-
-    meta = trainer.meta
+    meta = batches.meta
     return bits_per_byte(total / count, meta[f"{split}_tokens"], meta[f"{split}_bytes"])
 
 
 def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
-    from llmlab.train import Trainer
-
     config = get_preset(preset).override(device="cpu", compile="false", max_iters=steps, eval_interval=10**6,
                                          eval_iters=1, warmup_iters=0, log_interval=1)
     if batch_size:
@@ -171,7 +219,7 @@ def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step(config.train.max_lr)
+        trainer.train_step(config.train.max_lr)
     print(f"{preset}: {trainer.raw_model.num_parameters() / 1e6:.1f} M params, batch {config.train.batch_size}x"
           f"{config.model.block_size}: {steps} steps in {time.perf_counter() - t0:.1f} s, "
           f"peak RSS {peak_rss_mb():,.0f} MB")
@@ -192,28 +240,30 @@ def peak_rss_mb() -> float:
     return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
-def main() -> None:
+def main(argv: Any = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what")
     t = sub.add_parser("throughput")
     t.add_argument("--steps", type=int, default=30)
     t.add_argument("--repeats", type=int, default=5)
+    t.add_argument("--nanogpt", default=None, metavar="PATH", help="a nanoGPT checkout (or its model.py)")
     q = sub.add_parser("quality")
     q.add_argument("--seconds", type=float, default=137.0)
     q.add_argument("--tokenizer", default=None)
     q.add_argument("--set", dest="overrides", action="append", default=[])
+    q.add_argument("--nanogpt", default=None, metavar="PATH", help="a nanoGPT checkout (or its model.py)")
     m = sub.add_parser("memory")
     m.add_argument("--preset", default="cpu_small")
     m.add_argument("--steps", type=int, default=3)
     m.add_argument("--batch-size", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load_note()} at start")
     if args.what == "quality":
-        bench_quality(args.seconds, args.tokenizer, args.overrides)
+        bench_quality(args.seconds, args.tokenizer, args.overrides, args.nanogpt)
     elif args.what == "memory":
         bench_memory(args.preset, args.steps, args.batch_size)
     else:  # default (make bench): the throughput comparison, short
-        bench_throughput(getattr(args, "steps", 30), getattr(args, "repeats", 5))
+        bench_throughput(getattr(args, "steps", 30), getattr(args, "repeats", 5), getattr(args, "nanogpt", None))
     print(f"{load_note()} at the end")
 
 

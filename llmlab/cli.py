@@ -17,9 +17,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from llmlab.config import DEFAULT_PRESET, Config, get_preset, preset_names
+
+if TYPE_CHECKING:
+    from llmlab.checkpoint import TrainingState
 
 __all__ = ["main", "build_parser"]
 
@@ -92,28 +95,26 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace) -> Config:
+def _train_config(args: argparse.Namespace) -> tuple[Config, TrainingState | None]:
+    """The run's configuration, and with --resume the checkpoint it continues from (loaded once, here)."""
     overrides = parse_overrides(args.overrides)
-    if args.resume and args.preset is None:
-        # Resuming: the run's own settings, then any --set on top (e.g. a larger max_iters).
-        from llmlab.checkpoint import LAST_NAME, load_checkpoint
+    state = None
+    if args.resume:
+        from llmlab.checkpoint import load_resume_state
 
-        path = Path(args.out) / LAST_NAME
-        if not path.exists():
-            raise FileNotFoundError(
-                f"--resume: no checkpoint to resume from at {path}. Start fresh without --resume "
-                f"(llmlab train --out {args.out}), or pass the --out directory of the earlier run."
-            )
-        config = Config.from_dict(load_checkpoint(path)["config"])
+        state = load_resume_state(args.out)  # says how to start fresh when there is nothing to resume
+    if state is not None and args.preset is None:
+        # Resuming: the run's own settings, then any --set on top (e.g. a larger max_iters).
+        config = Config.from_dict(state.config)
     else:
         config = get_preset(args.preset or DEFAULT_PRESET)
-    return config.override(overrides)
+    return config.override(overrides), state
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from llmlab.train import MetricsLogger, ProgressBar, Trainer
 
-    config = _train_config(args)
+    config, state = _train_config(args)
     if args.data is None:
         from llmlab.data import default_data_dir
 
@@ -144,7 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads = int(threads)
         except ValueError:
             raise ValueError(f"--threads={args.threads!r} is not valid: use auto or a whole number, e.g. 2.") from None
-    trainer = Trainer(config, data_dir, out, callbacks=callbacks, resume=args.resume, cpu_threads=threads)
+    trainer = Trainer(config, data_dir, out, callbacks=callbacks, resume=state if state is not None else False,
+                      cpu_threads=threads)
     result = trainer.fit()
     if trainer.dist.is_main:
         print(f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "

@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, atomic writes, the manual's load snippet, and every bad input named in the issue."""
+"""Checkpoints: round trip, the versioned TrainingState contract, atomic writes, the manual's load snippet,
+and every bad input named in the issue."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import pytest
 import torch
 
 from llmlab.checkpoint import (
+    FORMAT_VERSION,
+    TrainingState,
     clean_state_dict,
     describe_checkpoint,
     load_checkpoint,
     load_model_state,
+    load_resume_state,
+    load_training_state,
     model_from_checkpoint,
     save_checkpoint,
 )
@@ -154,3 +159,66 @@ def test_payload_needs_model_and_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks"):
         save_checkpoint(tmp_path / "x.bin", {"model": {}})
     assert not (tmp_path / "x.bin").exists()
+
+
+# ---- the versioned contract --------------------------------------------------------------------------
+
+
+def test_training_state_round_trip(tmp_path: Path) -> None:
+    model, payload = _payload()
+    state = TrainingState.from_dict({**payload, "sampler": {"step": 5}, "future_key": [1, 2]})
+    assert state.iter == 7 and state.format_version == FORMAT_VERSION == 1 and state.extra == {"future_key": [1, 2]}
+    path = save_checkpoint(tmp_path / "last_checkpoint.bin", state)
+    raw = torch.load(path)
+    assert raw["format_version"] == 1 and raw["future_key"] == [1, 2]  # unknown keys survive a round trip
+    assert "scaler" not in raw and "sampler_by_rank" not in raw  # optional entries are left out, not None
+    back = load_training_state(path)
+    assert (back.iter, back.best_val_loss, back.sampler, back.config) == (7, 1.5, {"step": 5}, payload["config"])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(back.model[name], tensor)
+    assert TrainingState.from_dict(back.to_dict()).to_dict().keys() == back.to_dict().keys()
+
+
+def test_checkpoint_without_format_version_reads_as_version_1(tmp_path: Path) -> None:
+    _, payload = _payload()  # what llmlab wrote before checkpoints were versioned
+    path = tmp_path / "old.bin"
+    torch.save(payload, path)
+    assert "format_version" not in load_checkpoint(path)
+    assert load_training_state(path).format_version == 1
+    assert model_from_checkpoint(path)[0].config.depth == 2
+
+
+def test_newer_format_version_is_refused_with_the_fix(tmp_path: Path) -> None:
+    _, payload = _payload()
+    path = tmp_path / "future.bin"
+    torch.save({**payload, "format_version": FORMAT_VERSION + 1}, path)
+    for read in (load_checkpoint, load_training_state, model_from_checkpoint):
+        with pytest.raises(ValueError, match=rf"format_version {FORMAT_VERSION + 1}.*newer llmlab.*Upgrade llmlab"):
+            read(path)
+    with pytest.raises(ValueError, match="format_version 'one'"):
+        TrainingState.from_dict({**payload, "format_version": "one"})
+    with pytest.raises(ValueError, match="newer llmlab"):  # nor is one written
+        save_checkpoint(tmp_path / "x.bin", {**payload, "format_version": FORMAT_VERSION + 1})
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_resume_state_and_architecture_check(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from.*without --resume"):
+        load_resume_state(tmp_path)
+    _, payload = _payload(embedding_size=32)
+    save_checkpoint(tmp_path / "last_checkpoint.bin", payload)
+    state = load_resume_state(tmp_path)
+    model_config = Config.from_dict(payload["config"]).model
+    state.check_architecture(model_config)  # same shapes: fine
+    other = Config.from_dict(payload["config"]).override(embedding_size=64).model
+    with pytest.raises(ValueError, match="another architecture.*embedding_size: checkpoint 32, now 64"):
+        state.check_architecture(other)
+
+
+def test_describe_reports_bits_per_byte_through_metrics() -> None:
+    from llmlab.metrics import bits_per_byte
+
+    _, payload = _payload()
+    payload["data_meta"] = {"val_tokens": 200, "val_bytes": 300, "source": "x", "train_tokens": 10, "split": "tail"}
+    text = describe_checkpoint(TrainingState.from_dict(payload))
+    assert f"= {bits_per_byte(1.5, 200, 300):.3f} bits/byte" in text and "depth=2" in text

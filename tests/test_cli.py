@@ -11,16 +11,10 @@ import torch
 
 from llmlab.cli import build_parser, main, parse_overrides
 from llmlab.config import preset_names
-from test_train_support import make_data
 
 TINY = ["--set", "block_size=16", "--set", "embedding_size=32", "--set", "num_heads=2", "--set", "depth=2",
         "--set", "batch_size=4", "--set", "max_iters=12", "--set", "warmup_iters=2", "--set", "eval_interval=6",
         "--set", "eval_iters=2", "--set", "device=cpu", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_data(tmp_path_factory.mktemp("cli"))
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -29,9 +23,9 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err[0]
 
 
-def test_train_generate_info(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_generate_info(char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main(["train", "--data", str(data_dir), "--out", str(out), *TINY]) == 0
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
     assert "best val" in capsys.readouterr().out
     assert (out / "best_checkpoint.bin").exists() and (out / "metrics.csv").exists()
 
@@ -49,14 +43,27 @@ def test_train_generate_info(data_dir: Path, tmp_path: Path, capsys: pytest.Capt
     assert "depth=2" in info and "embedding=32" in info and "bits/byte" in info
 
 
-def test_resume_extends_a_run(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_extends_a_run(char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main(["train", "--data", str(data_dir), "--out", str(out), *TINY]) == 0
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
     # --resume takes the run's own settings; --set on top raises the step budget.
-    assert main(["train", "--resume", "--data", str(data_dir), "--out", str(out), "--set", "max_iters=18",
+    assert main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=18",
                  "--quiet"]) == 0
     assert "done: 18 steps" in capsys.readouterr().out
     assert torch.load(out / "last_checkpoint.bin")["iter"] == 18
+
+
+def test_resume_reads_the_checkpoint_once(char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
+    loads: list[object] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    assert main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=14",
+                 "--quiet"]) == 0
+    assert "done: 14 steps" in capsys.readouterr().out
+    assert len(loads) == 1  # the CLI's settings and the Trainer's state come from one read
 
 
 def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,8 +72,8 @@ def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no checkpoint to resume from" in line and "without --resume" in line
 
 
-def test_bad_settings_are_one_line_errors(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["train", "--data", str(data_dir), "--out", str(tmp_path / "o")]
+def test_bad_settings_are_one_line_errors(char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["train", "--data", str(char_data), "--out", str(tmp_path / "o")]
     assert main([*base, "--preset", "huge"]) == 1
     line = _one_error_line(capsys)
     assert all(name in line for name in preset_names())
@@ -137,6 +144,7 @@ def test_train_with_no_data_flag_prepares_embedded_corpus(tmp_path: Path, monkey
     assert (tmp_path / "out" / "best_checkpoint.bin").exists()
 
 
+@pytest.mark.slow  # a subprocess
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "llmlab", "info", str(tmp_path / "x.bin")],
                           capture_output=True, text=True, timeout=60)

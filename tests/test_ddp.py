@@ -14,13 +14,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from llmlab.checkpoint import load_checkpoint
+from llmlab.config import Config
 from llmlab.train import MetricsLogger, Trainer
-from test_train_support import make_data, tiny_config
 
 STEPS, MICRO_BATCH, ACCUM = 6, 3, 2
 
@@ -40,8 +42,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_rank_gloo_matches_single_process(tmp_path: Path) -> None:
-    data_dir = make_data(tmp_path)
+@pytest.mark.slow  # torchrun with two processes, ~15 s
+def test_two_rank_gloo_matches_single_process(char_data: Path, tiny_config: Callable[..., Config],
+                                              tmp_path: Path) -> None:
+    data_dir = char_data  # read only: the ranks write under tmp_path
     config = tiny_config(max_iters=STEPS, batch_size=MICRO_BATCH, grad_accum_steps=ACCUM, eval_interval=STEPS,
                          eval_iters=1, warmup_iters=1)
     out = tmp_path / "ddp"

@@ -1,19 +1,23 @@
-"""Trainer: schedule, device/dtype/compile selection, the loop, checkpoints, and the troubleshooting paths."""
+"""Trainer: the schedule, the loop, checkpoints, resume, and the troubleshooting paths (injected failures).
+
+Device / dtype / compile selection is tested in test_runtime.py, the callbacks on their own in test_callbacks.py.
+Fixtures (``char_data``, ``tiny_config``) come from conftest.py.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab import train as train_mod
 from llmlab.checkpoint import load_checkpoint
-from llmlab.config import TrainConfig
+from llmlab.config import Config, TrainConfig
 from llmlab.model import GPT
 from llmlab.train import (
     Callback,
@@ -25,16 +29,9 @@ from llmlab.train import (
     TrainingError,
     bits_per_byte,
     lr_at,
-    select_device,
-    select_dtype,
-    should_compile,
 )
-from test_train_support import make_data, tiny_config
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_data(tmp_path_factory.mktemp("data"))
+TinyConfig = Callable[..., Config]
 
 
 # ---- schedule ------------------------------------------------------------------------------------
@@ -65,64 +62,19 @@ def test_bits_per_byte() -> None:
         bits_per_byte(1.0, 10, 0)
 
 
-# ---- device / dtype / compile --------------------------------------------------------------------
+# ---- the trainer's runtime choices ------------------------------------------------------------------
 
 
-def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(train_mod, "_mps_available", lambda: False)
-    assert select_device("auto").type == "cpu"
-    with pytest.raises(ValueError, match="device='cuda'.*(no CUDA support|sees no GPU)"):
-        select_device("cuda")
-    with pytest.raises(ValueError, match="mps"):
-        select_device("mps")
-    monkeypatch.setattr(train_mod, "_mps_available", lambda: True)
-    assert select_device("auto").type == "mps"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert select_device("auto").type == "cuda"
-    assert select_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ValueError, match="only 2 CUDA"):
-        select_device("cuda:2")
-    assert select_device("cpu").type == "cpu"
-
-
-def test_explain_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.version, "cuda", None)
-    msg = train_mod.explain_device(torch.device("cpu"))
-    assert "Training on CPU" in msg and "no CUDA support" in msg and "CUDA build" in msg
-    monkeypatch.setattr(torch.version, "cuda", "12.4")
-    assert "sees no GPU" in train_mod.explain_device(torch.device("cpu"))
-
-
-def test_select_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert select_dtype("auto", cuda) == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert select_dtype("auto", cuda) == torch.float16  # pre-Ampere GPUs: fp16 + GradScaler
-    assert select_dtype("auto", cpu) == torch.float32
-    assert select_dtype("bfloat16", cpu) == torch.bfloat16
-    with pytest.raises(ValueError, match="dtype='fp8'"):
-        select_dtype("fp8", cpu)
-
-
-def test_should_compile() -> None:
-    assert should_compile("auto", torch.device("cuda")) is True
-    assert should_compile("auto", torch.device("cpu")) is False
-    assert should_compile("true", torch.device("cpu")) is True
-    assert should_compile("false", torch.device("cuda")) is False
-
-
-def test_float16_uses_grad_scaler_and_bf16_does_not(data_dir: Path, tmp_path: Path) -> None:
-    t16 = Trainer(tiny_config(dtype="float16"), data_dir, tmp_path / "a")
+def test_float16_uses_grad_scaler_and_bf16_does_not(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
+    t16 = Trainer(tiny_config(dtype="float16"), char_data, tmp_path / "a")
     assert isinstance(t16.scaler, torch.amp.GradScaler)
-    tbf = Trainer(tiny_config(dtype="bfloat16"), data_dir, tmp_path / "b")
+    tbf = Trainer(tiny_config(dtype="bfloat16"), char_data, tmp_path / "b")
     assert tbf.scaler is None and tbf.dtype == torch.bfloat16
 
 
-def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(data_dir: Path, tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config(weight_decay=0.1), data_dir, tmp_path / "out")
+def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(char_data: Path, tiny_config: TinyConfig,
+                                                                  tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(weight_decay=0.1), char_data, tmp_path / "out")
     opt = trainer.optimizer
     assert isinstance(opt, torch.optim.AdamW) and all(g["fused"] for g in opt.param_groups)
     decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
@@ -132,7 +84,7 @@ def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(data_dir: Path
     assert opt.param_groups[0]["betas"] == (0.9, 0.99)
 
 
-def test_compile_flag_wraps_model_and_checkpoints_stay_plain(data_dir: Path, tmp_path: Path,
+def test_compile_flag_wraps_model_and_checkpoints_stay_plain(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in for torch.compile with the same visible effect (an `_orig_mod.` wrapper), minus the
     # 40 s compile time: the flag must route training through the wrapper and keep checkpoints plain.
@@ -148,44 +100,40 @@ def test_compile_flag_wraps_model_and_checkpoints_stay_plain(data_dir: Path, tmp
             return self._orig_mod(*args, **kwargs)
 
     monkeypatch.setattr(torch, "compile", lambda module, **kw: Compiled(module))
-    trainer = Trainer(tiny_config(compile="true", max_iters=10), data_dir, tmp_path / "out")
+    trainer = Trainer(tiny_config(compile="true", max_iters=10), char_data, tmp_path / "out")
     assert trainer.compiled and isinstance(trainer.model, Compiled)
     trainer.fit()
     assert calls  # training went through the compiled module
     keys = load_checkpoint(tmp_path / "out" / "last_checkpoint.bin")["model"].keys()
     assert keys == trainer.raw_model.state_dict().keys() and not any("_orig_mod" in k for k in keys)
-    assert not Trainer(tiny_config(compile="auto"), data_dir, tmp_path / "o2").compiled  # CPU default: off
+    assert not Trainer(tiny_config(compile="auto"), char_data, tmp_path / "o2").compiled  # CPU default: off
 
 
-def test_thread_tuner_picks_the_faster_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    current = {"n": 2}
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: current.update(n=n))
-    tuner = train_mod._ThreadTuner(2, period=20, probe=3)
-
-    def run(steps: int, speed: dict[int, float]) -> None:
-        for i in range(10_000):
-            if i >= steps and tuner.trying is None:  # stop between probes
-                return
-            tuner.before_step()
-            tuner.after_step(speed[current["n"]])
-
-    run(40, {2: 1.0, 1: 0.3})  # a busy machine: one thread is faster
-    assert tuner.current == 1 and current["n"] == 1
-    run(40, {2: 0.1, 1: 0.3})  # the machine became idle: back to all threads at the next probe
-    assert tuner.current == 2 and current["n"] == 2
-    run(60, {2: 0.1, 1: 0.095})  # within 10%: no switch for a marginal gain
-    assert tuner.current == 2 and current["n"] == 2
-
-
-def test_cpu_threads_setting(data_dir: Path, tmp_path: Path) -> None:
+def test_cpu_threads_setting(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:
-        Trainer(tiny_config(), data_dir, tmp_path / "a", cpu_threads=1)
+        Trainer(tiny_config(), char_data, tmp_path / "a", cpu_threads=1)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="cpu_threads=0"):
-        Trainer(tiny_config(), data_dir, tmp_path / "b", cpu_threads=0)
+        Trainer(tiny_config(), char_data, tmp_path / "b", cpu_threads=0)
+
+
+def test_keyword_arguments_add_the_helper_callbacks(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlab.callbacks import OOMRetry, StuckHint, ThreadTuner
+
+    def kinds(**kw: object) -> list[type]:
+        return [type(cb) for cb in Trainer(tiny_config(), char_data, tmp_path / "o", **kw).callbacks]
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # a multi-core CPU: the tuner is worth having
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    assert kinds() == [ThreadTuner, OOMRetry, StuckHint]  # the defaults: today's behaviour in notebooks and CLI
+    assert kinds(cpu_threads=2, oom_retry=False, stuck_patience=0) == []
+    mine = StuckHint(patience=5)
+    trainer = Trainer(tiny_config(), char_data, tmp_path / "o", callbacks=[mine], cpu_threads=1)
+    assert trainer.callbacks == [mine, trainer.callbacks[1]] and isinstance(trainer.callbacks[1], OOMRetry)
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -210,11 +158,11 @@ class Recorder(Callback):
         self.events.append("end")
 
 
-def test_fit_trains_evaluates_and_checkpoints(data_dir: Path, tmp_path: Path) -> None:
+def test_fit_trains_evaluates_and_checkpoints(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     rec = Recorder()
     csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
     cfg = tiny_config(max_iters=30, eval_interval=10)
-    trainer = Trainer(cfg, data_dir, tmp_path / "out", callbacks=[rec, MetricsLogger(csv_path),
+    trainer = Trainer(cfg, char_data, tmp_path / "out", callbacks=[rec, MetricsLogger(csv_path),
                                                                   MetricsLogger(jsonl_path)])
     assert trainer.config.model.vocab_size == trainer.tokenizer.vocab_size  # set from the data
     result = trainer.fit()
@@ -233,7 +181,7 @@ def test_fit_trains_evaluates_and_checkpoints(data_dir: Path, tmp_path: Path) ->
     best_eval = min((e for e in result.evals if e.step > 0), key=lambda e: e.val_loss)
     assert best["iter"] == best_eval.step and best["best_val_loss"] == pytest.approx(best_eval.val_loss)
     assert set(last) >= {"model", "optimizer", "config", "tokenizer", "iter", "best_val_loss", "rng", "sampler",
-                         "data_meta"}
+                         "data_meta", "format_version", "history", "train_seconds"}
     # The manual's snippet on a real training checkpoint.
     model = GPT(trainer.config.model)
     model.load_state_dict(torch.load(tmp_path / "out" / "best_checkpoint.bin")["model"])
@@ -251,21 +199,58 @@ def test_fit_trains_evaluates_and_checkpoints(data_dir: Path, tmp_path: Path) ->
         trainer.fit()
 
 
-def test_progress_bar_prints_evaluations(data_dir: Path, tmp_path: Path) -> None:
+def test_what_the_data_decides_is_applied_and_said_once(char_data: Path, tiny_config: TinyConfig,
+                                                        tmp_path: Path) -> None:
+    # The config asks for BPE with 1,024 tokens; the data is character-level: the data wins, in one message.
+    cfg = tiny_config(vocab_size=1024, tokenizer="bpe", max_iters=2, eval_interval=2)
+    trainer = Trainer(cfg, char_data, tmp_path / "out")
+    assert trainer.config.model.vocab_size == trainer.tokenizer.vocab_size and trainer.config.train.tokenizer == "char"
+    notes = [m for m in trainer.fit().messages if "the config said" in m]
+    assert len(notes) == 1
+    assert f"vocab_size={trainer.tokenizer.vocab_size} (the config said 1024)" in notes[0]
+    assert "tokenizer='char' (the config said 'bpe')" in notes[0]
+    # Nothing to say when the config already matches the data.
+    same = Trainer(trainer.config.override(max_iters=2), char_data, tmp_path / "o2").fit()
+    assert not [m for m in same.messages if "the config said" in m]
+
+
+def test_hooks_run_every_step_and_loss_is_reported_at_log_steps(char_data: Path, tiny_config: TinyConfig,
+                                                                tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Hooks(Callback):
+        def on_step_start(self, trainer: Trainer, step: int) -> None:
+            seen.append(("start", step))
+
+        def on_step_timed(self, trainer: Trainer, step: int, seconds: float) -> None:
+            assert seconds > 0
+            seen.append(("timed", step))
+
+        def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+            seen.append(("end", info.step))
+
+    Trainer(tiny_config(max_iters=10, log_interval=5), char_data, tmp_path / "out", callbacks=[Hooks()]).fit()
+    assert [s for kind, s in seen if kind == "start"] == list(range(10))
+    assert [s for kind, s in seen if kind == "timed"] == list(range(1, 11))
+    assert [s for kind, s in seen if kind == "end"] == [5, 10]
+
+
+def test_progress_bar_prints_evaluations(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     import io
 
     out = io.StringIO()
-    Trainer(tiny_config(max_iters=10, eval_interval=5), data_dir, tmp_path / "out",
+    Trainer(tiny_config(max_iters=10, eval_interval=5), char_data, tmp_path / "out",
             callbacks=[ProgressBar(file=out)]).fit()
     text = out.getvalue()
     assert "step 5: train" in text and "bits/byte" in text and "10/10" in text
     assert "Training on CPU" in text  # trainer messages go through the bar, not around it
 
 
-def test_train_step_equals_reference_with_accumulation(data_dir: Path, tmp_path: Path) -> None:
+def test_train_step_equals_reference_with_accumulation(char_data: Path, tiny_config: TinyConfig,
+                                                       tmp_path: Path) -> None:
     """One step with 2 micro-batches of 3 == a plain AdamW step on the 6 sequences at once (with clipping)."""
     cfg = tiny_config(batch_size=3, grad_accum_steps=2, grad_clip=0.5, weight_decay=0.1)
-    trainer = Trainer(cfg, data_dir, tmp_path / "out")
+    trainer = Trainer(cfg, char_data, tmp_path / "out")
     reference = copy.deepcopy(trainer.raw_model)
     torch.manual_seed(0)
     xs = torch.randint(0, trainer.config.model.vocab_size, (2, 3, 16))
@@ -273,7 +258,7 @@ def test_train_step_equals_reference_with_accumulation(data_dir: Path, tmp_path:
     batches = iter([(xs[0], ys[0]), (xs[1], ys[1])])
     trainer.train_batches.next = lambda: next(batches)  # type: ignore[method-assign]
     lr = 2e-3
-    loss = trainer._train_step(lr)
+    loss = trainer.train_step(lr)
 
     # Independent reference: full-batch loss, torch's clip_grad_norm_, AdamW with decay on >= 2-D params.
     x, y = xs.reshape(6, 16), ys.reshape(6, 16)
@@ -292,13 +277,13 @@ def test_train_step_equals_reference_with_accumulation(data_dir: Path, tmp_path:
     assert all(p.grad is None for p in trainer.raw_model.parameters())  # zero_grad(set_to_none=True)
 
 
-def test_max_seconds_stops_on_wall_clock(data_dir: Path, tmp_path: Path) -> None:
+def test_max_seconds_stops_on_wall_clock(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     class Pace(Callback):  # at least 50 ms a step, so the budget spans several steps on any machine
         def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
             time.sleep(0.05)
 
     tc = tiny_config(max_iters=100_000, max_seconds=2.0, eval_interval=100_000)
-    result = Trainer(tc, data_dir, tmp_path / "out", callbacks=[Pace()]).fit()
+    result = Trainer(tc, char_data, tmp_path / "out", callbacks=[Pace()]).fit()
     assert result.stop_reason == "max_seconds"
     assert 3 <= result.final_step < 100_000
     assert 2.0 <= result.seconds < 8.0
@@ -313,10 +298,10 @@ def test_max_seconds_stops_on_wall_clock(data_dir: Path, tmp_path: Path) -> None
 # ---- troubleshooting paths (injected failures) -------------------------------------------------------
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir: Path, tmp_path: Path,
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    trainer = Trainer(tiny_config(max_iters=30, eval_interval=10), data_dir, out)
+    trainer = Trainer(tiny_config(max_iters=30, eval_interval=10), char_data, out)
     real_forward = trainer.raw_model.forward
     calls = {"n": 0}
 
@@ -345,9 +330,9 @@ def _oom_forward(trainer: Trainer, above: int):  # type: ignore[no-untyped-def]
     return forward
 
 
-def test_oom_is_retried_with_smaller_micro_batch(data_dir: Path, tmp_path: Path,
+def test_oom_is_retried_with_smaller_micro_batch(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(tiny_config(batch_size=8, grad_accum_steps=1, max_iters=4), data_dir, tmp_path / "out")
+    trainer = Trainer(tiny_config(batch_size=8, grad_accum_steps=1, max_iters=4), char_data, tmp_path / "out")
     monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
     result = trainer.fit()
     assert result.final_step == 4
@@ -356,21 +341,77 @@ def test_oom_is_retried_with_smaller_micro_batch(data_dir: Path, tmp_path: Path,
     assert load_checkpoint(tmp_path / "out" / "last_checkpoint.bin")["config"]["train"]["batch_size"] == 2
 
 
-def test_oom_without_retry_says_what_fits(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(tiny_config(batch_size=6, grad_accum_steps=2), data_dir, tmp_path / "out", oom_retry=False)
+def test_second_oom_continues_the_batch_stream_with_fresh_batches(char_data: Path, tiny_config: TinyConfig,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: the stream used to be reseeded from the run's start after each retry, so after a second
+    # out-of-memory error the model trained again on the windows it had seen after the first one.
+    trainer = Trainer(tiny_config(batch_size=8, max_iters=12, eval_interval=100), char_data, tmp_path / "out")
+    real_forward = trainer.raw_model.forward
+    calls = {"n": 0}
+    trained: list[torch.Tensor] = []  # every training micro-batch's inputs (B, T), in order
+
+    def forward(idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):  # type: ignore[no-untyped-def]
+        if targets is not None and trainer.raw_model.training:
+            calls["n"] += 1
+            if calls["n"] in (3, 10):  # step 2 at batch 8, then step 5 at batch 4
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            trained.append(idx.clone())
+        return real_forward(idx, targets, **kw)
+
+    monkeypatch.setattr(trainer.raw_model, "forward", forward)
+    result = trainer.fit()
+    assert result.final_step == 12 and [len(x) for x in trained[:2]] == [8, 8]
+    assert (trainer.config.train.batch_size, trainer.config.train.grad_accum_steps) == (2, 4)
+    assert sum(m.startswith("out of memory") for m in result.messages) == 2
+    assert [len(x) for x in trained] == [8] * 2 + [4] * 6 + [2] * 28
+    # A replayed micro-batch repeats two earlier windows side by side (single 17-character windows do recur
+    # by chance in Shakespeare, pairs do not).
+    rows = [[tuple(r.tolist()) for r in x] for x in trained]
+    earlier_pairs = {(x[i], x[i + 1]) for x in rows[:8] for i in range(len(x) - 1)}
+    replayed = [k for k, x in enumerate(rows[8:]) if (x[0], x[1]) in earlier_pairs]
+    assert not replayed, f"after the second retry, micro-batches {replayed} replay earlier windows"
+
+
+def test_an_on_oom_callback_chooses_the_micro_batch(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    class Quarter(Callback):
+        def on_oom(self, trainer: Trainer, error: BaseException) -> int | None:
+            return trainer.config.train.batch_size // 4
+
+    trainer = Trainer(tiny_config(batch_size=8, max_iters=3), char_data, tmp_path / "out", callbacks=[Quarter()],
+                      oom_retry=False)
+    monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
+    assert trainer.fit().final_step == 3
+    assert (trainer.config.train.batch_size, trainer.config.train.grad_accum_steps) == (2, 4)
+
+    class Wrong(Callback):
+        def on_oom(self, trainer: Trainer, error: BaseException) -> int | None:
+            return 3  # does not divide 8
+
+    bad = Trainer(tiny_config(batch_size=8), char_data, tmp_path / "o2", callbacks=[Wrong()])
+    monkeypatch.setattr(bad.raw_model, "forward", _oom_forward(bad, above=2))
+    with pytest.raises(ValueError, match="must divide batch_size=8"):
+        bad.fit()
+
+
+def test_oom_without_retry_says_what_fits(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(tiny_config(batch_size=6, grad_accum_steps=2), char_data, tmp_path / "out", oom_retry=False)
     monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
     with pytest.raises(TrainingError, match=r"out of memory.*batch_size=6, block_size=16, grad_accum_steps=2.*"
                                             r"--set batch_size=3 grad_accum_steps=4"):
         trainer.fit()
     # At batch 1 the only way left is a shorter context or a smaller model.
-    t1 = Trainer(tiny_config(batch_size=1), data_dir, tmp_path / "o1")
+    t1 = Trainer(tiny_config(batch_size=1), char_data, tmp_path / "o1")
     monkeypatch.setattr(t1.raw_model, "forward", _oom_forward(t1, above=0))
     with pytest.raises(TrainingError, match="block_size=8.*smaller model"):
         t1.fit()
 
 
-def test_stuck_val_loss_gives_a_hint(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), data_dir, tmp_path / "out")
+def test_stuck_val_loss_gives_a_hint(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), char_data, tmp_path / "out")
     losses = iter([(3.0, 3.0), (2.5, 2.5), (2.6, 2.55), (2.6, 2.52), (2.6, 2.51), (2.6, 2.6), (2.6, 2.6)])
     monkeypatch.setattr(trainer, "evaluate", lambda: next(losses))
     result = trainer.fit()
@@ -378,8 +419,9 @@ def test_stuck_val_loss_gives_a_hint(data_dir: Path, tmp_path: Path, monkeypatch
     assert len(hints) == 1 and "not improved for 3 evaluations" in hints[0] and "max_lr" in hints[0]
 
 
-def test_no_hint_while_improving(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), data_dir, tmp_path / "out")
+def test_no_hint_while_improving(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), char_data, tmp_path / "out")
     losses = iter([(3.0 - 0.1 * i, 3.0 - 0.1 * i) for i in range(7)])
     monkeypatch.setattr(trainer, "evaluate", lambda: next(losses))
     assert not [m for m in trainer.fit().messages if m.startswith("hint:")]
@@ -388,23 +430,38 @@ def test_no_hint_while_improving(data_dir: Path, tmp_path: Path, monkeypatch: py
 # ---- resume bad inputs --------------------------------------------------------------------------------
 
 
-def test_resume_without_checkpoint_says_how_to_start_fresh(data_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from.*without --resume"):
-        Trainer(tiny_config(), data_dir, tmp_path / "empty", resume=True)
+def test_resume_from_a_loaded_state_reads_no_file(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlab.checkpoint import load_resume_state
 
-
-def test_resume_into_other_architecture_refused_nothing_overwritten(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    Trainer(tiny_config(max_iters=10), data_dir, out).fit()
+    Trainer(tiny_config(max_iters=10), char_data, out, cpu_threads=1).fit()
+    state = load_resume_state(out)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("the checkpoint was read a second time"))
+    resumed = Trainer(tiny_config(max_iters=12), char_data, out, resume=state, cpu_threads=1)
+    assert resumed.start_iter == 10 and [e.step for e in resumed.result.evals] == [0, 10]
+
+
+def test_resume_without_checkpoint_says_how_to_start_fresh(char_data: Path, tiny_config: TinyConfig,
+                                                           tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from.*without --resume"):
+        Trainer(tiny_config(), char_data, tmp_path / "empty", resume=True)
+
+
+def test_resume_into_other_architecture_refused_nothing_overwritten(char_data: Path, tiny_config: TinyConfig,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    Trainer(tiny_config(max_iters=10), char_data, out).fit()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ValueError, match="another architecture.*embedding_size: checkpoint 32, now 64"):
-        Trainer(tiny_config(embedding_size=64, max_iters=20), data_dir, out, resume=True)
+        Trainer(tiny_config(embedding_size=64, max_iters=20), char_data, out, resume=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_resume_in_process_continues_where_it_stopped(data_dir: Path, tmp_path: Path) -> None:
+def test_resume_in_process_continues_where_it_stopped(char_data: Path, tiny_config: TinyConfig,
+                                                      tmp_path: Path) -> None:
     threads = torch.get_num_threads()  # a fixed thread count: bit-exact comparisons need one
-    full = Trainer(tiny_config(max_iters=20), data_dir, tmp_path / "full", cpu_threads=threads).fit()
+    full = Trainer(tiny_config(max_iters=20), char_data, tmp_path / "full", cpu_threads=threads).fit()
     out = tmp_path / "split"
 
     class Interrupt(Callback):
@@ -413,19 +470,19 @@ def test_resume_in_process_continues_where_it_stopped(data_dir: Path, tmp_path: 
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(max_iters=20), data_dir, out, callbacks=[Interrupt()], cpu_threads=threads).fit()
+        Trainer(tiny_config(max_iters=20), char_data, out, callbacks=[Interrupt()], cpu_threads=threads).fit()
     assert load_checkpoint(out / "last_checkpoint.bin")["iter"] == 10
-    resumed = Trainer(tiny_config(max_iters=20), data_dir, out, resume=True, cpu_threads=threads).fit()
+    resumed = Trainer(tiny_config(max_iters=20), char_data, out, resume=True, cpu_threads=threads).fit()
     assert [s.step for s in resumed.steps] == list(range(1, 21))  # history carried over
     assert [s.loss for s in resumed.steps] == [s.loss for s in full.steps]
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_path_trains(data_dir: Path, tmp_path: Path) -> None:
+def test_cuda_path_trains(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     for compile_flag in ("false", "true"):
         cfg = tiny_config(device="cuda", dtype="auto", compile=compile_flag, max_iters=20)
-        trainer = Trainer(cfg, data_dir, tmp_path / compile_flag)
+        trainer = Trainer(cfg, char_data, tmp_path / compile_flag)
         assert trainer.dtype in (torch.bfloat16, torch.float16)
         result = trainer.fit()
         assert result.evals[-1].val_loss < result.evals[0].val_loss
@@ -434,12 +491,12 @@ def test_cuda_path_trains(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_best_checkpoint_is_written_even_if_training_never_beats_the_untrained_model(
-        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A run whose val loss only rises (too high a learning rate, say) must still leave a best_checkpoint.bin
     # for `llmlab generate`: step 0 (the untrained model, never saved) cannot be "best".
     losses = iter([(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)])
     monkeypatch.setattr(Trainer, "evaluate", lambda self: next(losses))
-    result = Trainer(tiny_config(max_iters=20, eval_interval=10), data_dir, tmp_path / "out",
+    result = Trainer(tiny_config(max_iters=20, eval_interval=10), char_data, tmp_path / "out",
                      cpu_threads=1).fit()
     assert [e.val_loss for e in result.evals] == [1.0, 2.0, 3.0]
     best = load_checkpoint(tmp_path / "out" / "best_checkpoint.bin")

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from llmlab.config import Config
 from llmlab.train import MetricsLogger
-from test_train_support import make_data, tiny_config
 
 SCRIPT = textwrap.dedent(
     """
@@ -43,8 +46,10 @@ def _curve(path: Path) -> list[tuple]:
     return [(r["kind"], r["step"], r["loss"], r["lr"], r["train_loss"], r["val_loss"], r["val_bpb"]) for r in rows]
 
 
-def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(tmp_path: Path) -> None:
-    data_dir = make_data(tmp_path)
+@pytest.mark.slow  # subprocesses, SIGKILL, ~20 s
+def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(char_data: Path, tiny_config: Callable[..., Config],
+                                                                tmp_path: Path) -> None:
+    data_dir = char_data  # read only: every run writes under tmp_path
     config = json.dumps(tiny_config(max_iters=30, eval_interval=10).to_dict())
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)

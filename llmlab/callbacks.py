@@ -1,0 +1,400 @@
+"""What the training loop reports, and the observers that act on it (minGPT's "one trainer, many callbacks").
+
+- :class:`StepInfo`, :class:`EvalInfo`, :class:`TrainResult`  the records :class:`llmlab.train.Trainer` produces
+- :class:`Callback`  the hooks the loop calls, in order::
+
+      on_train_start
+      for every optimizer step:  on_step_start -> (the step) -> on_step_timed
+                                 on_step_end (every log_interval steps, with loss / lr / tokens/s)
+                                 on_eval (every eval_interval steps and at the stop)
+                                 on_oom (a CUDA out-of-memory error: may return a smaller micro-batch)
+                                 on_message (hints, warnings)
+      on_train_end  (or on_train_abort on an exception)
+
+- :class:`ProgressBar` (the CLI), :class:`MetricsLogger` (csv / jsonl rows)
+- machine-specific heuristics, each opt-in (the Trainer's keyword arguments add them):
+  :class:`ThreadTuner` (``cpu_threads="auto"``), :class:`StuckHint` (``stuck_patience``),
+  :class:`OOMRetry` (``oom_retry``)
+
+Callbacks receive the trainer itself (typed ``Any``: this module sits below :mod:`llmlab.train` and never
+imports it) and may read its attributes: ``config``, ``start_iter``, ``device``, ``dist``, ``result``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "StepInfo",
+    "EvalInfo",
+    "TrainResult",
+    "Callback",
+    "ProgressBar",
+    "MetricsLogger",
+    "ThreadTuner",
+    "StuckHint",
+    "OOMRetry",
+    "smaller_batch",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass
+class StepInfo:
+    """Reported every ``log_interval`` optimizer steps. ``loss`` is the mean over the step's micro-batches."""
+
+    step: int
+    loss: float
+    lr: float
+    tokens_per_sec: float
+    mfu: float | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+class EvalInfo:
+    """Reported at every evaluation (step 0, every ``eval_interval`` steps, and the end)."""
+
+    step: int
+    train_loss: float
+    val_loss: float
+    val_bpb: float
+    is_best: bool = False
+    elapsed: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`llmlab.train.Trainer.fit` returns (a resumed run's includes the earlier steps)."""
+
+    steps: list[StepInfo] = field(default_factory=list)
+    evals: list[EvalInfo] = field(default_factory=list)
+    best_val_loss: float = float("inf")
+    best_val_bpb: float = float("inf")
+    final_step: int = 0
+    seconds: float = 0.0
+    tokens_per_sec: float = 0.0  # median over the logged windows
+    stop_reason: str = ""
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def train_losses(self) -> list[tuple[int, float]]:
+        return [(s.step, s.loss) for s in self.steps]
+
+    @property
+    def val_losses(self) -> list[tuple[int, float]]:
+        return [(e.step, e.val_loss) for e in self.evals]
+
+    @property
+    def val_bpb(self) -> list[tuple[int, float]]:
+        return [(e.step, e.val_bpb) for e in self.evals]
+
+
+# --------------------------------------------------------------------------------------------------
+# The hooks
+
+
+class Callback:
+    """Override any of these. They run on the main process only (rank 0 under torchrun), unless the
+    subclass sets ``all_ranks = True`` (for per-process tuning such as :class:`ThreadTuner`).
+    """
+
+    all_ranks: bool = False
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Before the first step (after the trainer restored a resumed run)."""
+
+    def on_step_start(self, trainer: Any, step: int) -> None:
+        """Before every optimizer step; ``step`` counts the steps already taken."""
+
+    def on_step_timed(self, trainer: Any, step: int, seconds: float) -> None:
+        """After every optimizer step: its host wall time (on a GPU the kernels may still be running)."""
+
+    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+        """Every ``log_interval`` steps: loss, learning rate, throughput."""
+
+    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+        """After each evaluation (and its checkpoint)."""
+
+    def on_oom(self, trainer: Any, error: BaseException) -> int | None:
+        """A CUDA out-of-memory error: return a smaller micro-batch (a divisor of the current one) to retry."""
+        return None
+
+    def on_message(self, trainer: Any, message: str) -> None:
+        """A message for the user (device, hints, warnings)."""
+
+    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+        """After the final evaluation and checkpoint."""
+
+    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+        """Training stopped with an exception (including KeyboardInterrupt); it is re-raised afterwards."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over optimizer steps with loss, lr and tokens/s; evaluation lines printed above it."""
+
+    def __init__(self, file: Any = None) -> None:
+        self.file = file
+        self.bar: Any = None
+
+    def on_train_start(self, trainer: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=trainer.config.train.max_iters, initial=trainer.start_iter, unit="step",
+                        dynamic_ncols=True, file=self.file or sys.stderr)
+
+    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+        if self.bar is None:
+            return
+        post = {"loss": f"{info.loss:.4f}", "lr": f"{info.lr:.2e}", "tok/s": f"{info.tokens_per_sec:,.0f}"}
+        if info.mfu is not None:
+            post["mfu"] = f"{100 * info.mfu:.1f}%"
+        self.bar.set_postfix(post, refresh=False)  # shown by the update below
+        self.bar.update(info.step - self.bar.n)
+
+    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+        best = "  (best)" if info.is_best else ""
+        self.on_message(trainer, f"step {info.step}: train {info.train_loss:.4f}, val {info.val_loss:.4f} "
+                                 f"nats/token, val {info.val_bpb:.3f} bits/byte{best}")
+
+    def on_message(self, trainer: Any, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.file or sys.stderr)
+        else:
+            print(message, file=self.file or sys.stderr)
+
+    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+        self._close()
+
+    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class MetricsLogger(Callback):
+    """Appends one row per logged step and per evaluation to a ``.csv`` or ``.jsonl`` file.
+
+    On resume, rows after the resumed step (written by the interrupted run) are dropped first, so the
+    file always describes one consistent run.
+    """
+
+    COLUMNS = ("kind", "step", "loss", "lr", "tokens_per_sec", "mfu", "train_loss", "val_loss", "val_bpb", "elapsed")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.suffix not in (".csv", ".jsonl"):
+            raise ValueError(f"metrics file {self.path} must end in .csv or .jsonl.")
+        self._file: Any = None
+        self._csv: Any = None
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in self.read(self.path) if int(r["step"]) <= trainer.start_iter] if (
+            trainer.start_iter > 0 and self.path.exists()) else []
+        # Line buffering: a row is on disk as soon as it is written (other processes may watch the file).
+        self._file = open(self.path, "w", buffering=1, newline="")
+        if self.path.suffix == ".csv":
+            self._csv = csv.DictWriter(self._file, fieldnames=self.COLUMNS)
+            self._csv.writeheader()
+        for row in kept:
+            self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        row = {k: row.get(k) for k in self.COLUMNS}
+        if self._csv is not None:
+            self._csv.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        else:
+            self._file.write(json.dumps(row) + "\n")
+
+    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+        self._write({"kind": "step", **dataclasses.asdict(info)})
+
+    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+        self._write({"kind": "eval", **{k: v for k, v in dataclasses.asdict(info).items() if k != "is_best"}})
+
+    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+        self._close()
+
+    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._csv = None
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> list[dict[str, Any]]:
+        """Rows of a metrics file as dicts (numbers as float, empty cells as None)."""
+        path = Path(path)
+        rows: list[dict[str, Any]] = []
+        with open(path, newline="") as f:
+            if path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in f if line.strip()]
+            else:
+                for r in csv.DictReader(f):
+                    row = {k: (v if k == "kind" else (float(v) if v not in ("", None) else None))
+                           for k, v in r.items()}
+                    if row.get("step") is not None:
+                        row["step"] = int(row["step"])  # steps stay whole numbers when a resumed file is rewritten
+                    rows.append(row)
+        return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Machine-specific heuristics (opt-in)
+
+
+class ThreadTuner(Callback):
+    """On CPU, switches between all threads and one thread, whichever makes steps faster right now.
+
+    When other processes keep a core busy, every parallel region of a multi-threaded step waits for a
+    descheduled thread: on the 2-core course machine this made steps up to 10x slower than with one
+    thread. On an idle machine all threads win. So: time the steps, and every ``period`` steps try the
+    other setting for ``probe`` steps; keep it if it is at least 10% faster. A probe costs time when it
+    loses, so it stops after one step that is clearly slower (1.5x), and after each lost probe the wait
+    until the next one doubles (up to 16 periods; a won probe resets it): on an idle machine the probes
+    then cost well under 1% of the steps instead of ~5%. ``max_threads=None`` takes torch's thread count
+    when training starts. Does nothing on a GPU or with one thread. (The trainer restores the thread
+    count when ``fit`` returns.)
+    """
+
+    all_ranks = True  # every process tunes its own threads
+
+    def __init__(self, max_threads: int | None = None, period: int = 50, probe: int = 3) -> None:
+        self.max_threads, self.period, self.probe = max_threads, period, probe
+        self.enabled = True
+        self._reset(max_threads or torch.get_num_threads())
+
+    def _reset(self, max_threads: int) -> None:
+        self.options = (max_threads, 1)
+        self.current = max_threads
+        self.recent: list[float] = []  # step times with the current setting
+        self.trial: list[float] = []
+        self.trying: int | None = None
+        self.wait = self.period  # steps from one probe to the next
+        self.next_probe = 10  # the first look comes early: a busy machine should not cost a whole period
+
+    def on_train_start(self, trainer: Any) -> None:
+        threads = self.max_threads or torch.get_num_threads()
+        self.enabled = trainer.device.type == "cpu" and threads > 1
+        if self.enabled and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        self._reset(threads)
+
+    def on_step_start(self, trainer: Any, step: int) -> None:
+        if self.enabled:
+            self.before_step()
+
+    def on_step_timed(self, trainer: Any, step: int, seconds: float) -> None:
+        if self.enabled:
+            self.after_step(seconds)
+
+    def before_step(self) -> None:
+        """Start a probe of the other setting when one is due."""
+        if self.trying is None and len(self.recent) >= self.next_probe:
+            self.trying = self.options[1] if self.current == self.options[0] else self.options[0]
+            self.trial = []
+            torch.set_num_threads(self.trying)
+
+    def after_step(self, seconds: float) -> None:
+        """Record a step time; at the end of a probe keep the faster setting."""
+        if self.trying is None:
+            self.recent.append(seconds)
+            return
+        self.trial.append(seconds)
+        baseline = statistics.median(self.recent[-3 * self.probe:])
+        lost_already = seconds > 1.5 * baseline
+        if len(self.trial) < self.probe and not lost_already:
+            return
+        if not lost_already and statistics.median(self.trial) < 0.9 * baseline:
+            self.current, self.recent = self.trying, list(self.trial)
+            self.wait = self.period
+        else:
+            torch.set_num_threads(self.current)
+            self.recent = self.recent[-3 * self.probe:]
+            self.wait = min(2 * self.wait, 16 * self.period)
+        self.trying = None
+        self.next_probe = len(self.recent) + self.wait
+
+
+class StuckHint(Callback):
+    """One hint when val loss has not improved by 0.5% over ``patience`` evaluations: overfitting or a bad lr.
+
+    Reads every evaluation of the run (a resumed run's earlier ones too) from ``trainer.result.evals``.
+    """
+
+    def __init__(self, patience: int = 3) -> None:
+        self.patience = patience
+        self.hinted = False
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.hinted = False
+
+    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+        p, evals = self.patience, trainer.result.evals
+        if p <= 0 or self.hinted or len(evals) < p + 2:
+            return
+        before = min(e.val_loss for e in evals[:-p])
+        recent = min(e.val_loss for e in evals[-p:])
+        if recent < before * 0.995:  # less than 0.5% better over the last p evaluations counts as stuck
+            return
+        self.hinted = True
+        tc, mc = trainer.config.train, trainer.config.model
+        if evals[-1].train_loss < evals[-p - 1].train_loss * 0.99:
+            hint = ("train loss still falls while val does not: the model is overfitting. Stop here (the best "
+                    f"checkpoint is kept), add dropout (now {mc.dropout}) or train on more data.")
+        else:
+            hint = (f"both losses are flat: try a different max_lr (now {tc.max_lr:g}; too high and too low both "
+                    f"stall) or a bigger model (embedding_size={mc.embedding_size}, depth={mc.depth}).")
+        trainer.log(f"hint: val loss has not improved for {p} evaluations (best {before:.4f}, "
+                    f"since then {recent:.4f}); {hint}")
+
+
+def smaller_batch(batch_size: int) -> int:
+    """The largest divisor of ``batch_size`` at most half of it (1 for 1).
+
+    With ``grad_accum_steps`` multiplied by ``batch_size // smaller_batch(batch_size)``, a step sees the
+    same number of sequences.
+    """
+    if batch_size <= 1:
+        return 1
+    return max(d for d in range(1, batch_size // 2 + 1) if batch_size % d == 0)
+
+
+class OOMRetry(Callback):
+    """After a CUDA out-of-memory error, retry with a smaller micro-batch (the trainer doubles accumulation).
+
+    Declines (the trainer then stops with advice) at batch size 1 and under DDP, where a retry on one
+    rank alone would leave the others waiting for it.
+    """
+
+    def on_oom(self, trainer: Any, error: BaseException) -> int | None:
+        b = trainer.config.train.batch_size
+        if b <= 1 or trainer.dist.enabled:
+            return None
+        return smaller_batch(b)

@@ -1,0 +1,156 @@
+"""runtime.py: device, dtype/autocast, GradScaler, compile, threads, torchrun info, all-reduce helpers, peak FLOPs."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmlab import runtime
+from llmlab.runtime import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    autocast_for,
+    dist_from_env,
+    explain_device,
+    gather_objects,
+    grad_scaler_for,
+    peak_flops_for,
+    select_device,
+    select_dtype,
+    set_cpu_threads,
+    setup_distributed,
+    should_compile,
+)
+
+
+def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "_mps_available", lambda: False)
+    assert select_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="device='cuda'.*(no CUDA support|sees no GPU)"):
+        select_device("cuda")
+    with pytest.raises(ValueError, match="mps"):
+        select_device("mps")
+    monkeypatch.setattr(runtime, "_mps_available", lambda: True)
+    assert select_device("auto").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert select_device("auto").type == "cuda"
+    assert select_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="only 2 CUDA"):
+        select_device("cuda:2")
+    assert select_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device='tpu' is not valid"):
+        select_device("tpu")
+
+
+def test_explain_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.version, "cuda", None)
+    msg = explain_device(torch.device("cpu"))
+    assert "Training on CPU" in msg and "no CUDA support" in msg and "CUDA build" in msg
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert "sees no GPU" in explain_device(torch.device("cpu"))
+
+
+def test_select_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert select_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert select_dtype("auto", cuda) == torch.float16  # pre-Ampere GPUs: fp16 + GradScaler
+    assert select_dtype("auto", cpu) == torch.float32
+    assert select_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype='fp8'"):
+        select_dtype("fp8", cpu)
+
+
+def test_autocast_and_grad_scaler_follow_the_dtype() -> None:
+    cpu = torch.device("cpu")
+    assert isinstance(autocast_for(cpu, torch.float32), contextlib.nullcontext)  # fp32: no autocast at all
+    with autocast_for(cpu, torch.bfloat16):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert isinstance(grad_scaler_for(cpu, torch.float16), torch.amp.GradScaler)
+    assert grad_scaler_for(cpu, torch.bfloat16) is None and grad_scaler_for(cpu, torch.float32) is None
+
+
+def test_should_compile() -> None:
+    assert should_compile("auto", torch.device("cuda")) is True
+    assert should_compile("auto", torch.device("cpu")) is False
+    assert should_compile("true", torch.device("cpu")) is True
+    assert should_compile("false", torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="compile='yes'"):
+        should_compile("yes", torch.device("cpu"))
+
+
+def test_set_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    set_cpu_threads("auto", torch.device("cpu"))
+    set_cpu_threads(3, torch.device("cpu"))
+    set_cpu_threads(3, torch.device("cuda"))  # threads only matter on CPU
+    assert calls == [3]
+    for bad in (0, True, "many", 1.5):
+        with pytest.raises(ValueError, match="cpu_threads="):
+            set_cpu_threads(bad, torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_dist_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert dist_from_env() == DistInfo() and DistInfo().is_main
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = dist_from_env()
+    assert (info.enabled, info.rank, info.local_rank, info.world_size, info.is_main) == (True, 3, 1, 4, False)
+
+
+def test_single_process_collectives_are_identities() -> None:
+    single, cpu = DistInfo(), torch.device("cpu")
+    t = torch.tensor(2.5)
+    assert all_reduce_mean(t, single) is t
+    assert all_reduce_max(1.5, single, cpu) == 1.5
+    assert gather_objects({"step": 3}, single) is None
+    assert setup_distributed(single, "cpu") == (torch.device("cpu"), False)
+
+
+def test_peak_flops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMLAB_PEAK_FLOPS", raising=False)
+    assert peak_flops_for(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA L40S")
+    assert peak_flops_for(torch.device("cuda")) == runtime.GPU_PEAK_FLOPS["L40S"]  # not L4's
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some Future GPU")
+    assert peak_flops_for(torch.device("cuda")) is None
+    monkeypatch.setenv("LLMLAB_PEAK_FLOPS", "135e9")
+    assert peak_flops_for(torch.device("cpu")) == 135e9
+    monkeypatch.setenv("LLMLAB_PEAK_FLOPS", "fast")
+    with pytest.raises(ValueError, match="LLMLAB_PEAK_FLOPS='fast'"):
+        peak_flops_for(torch.device("cpu"))
+
+
+def _llmlab_imports(module: str) -> set[str]:
+    """Every llmlab module ``module`` imports, at top level or inside functions."""
+    import llmlab
+
+    path = Path(llmlab.__file__).parent / f"{module}.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llmlab"):
+            found.add(node.module if node.module != "llmlab" else f"llmlab.{node.names[0].name}")
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("llmlab"))
+    return found
+
+
+@pytest.mark.parametrize("module, allowed", [
+    ("runtime", {"llmlab.config"}),
+    ("callbacks", {"llmlab.config", "llmlab.metrics"}),
+    ("checkpoint", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
+])
+def test_lower_floors_do_not_import_upward(module: str, allowed: set[str]) -> None:
+    assert _llmlab_imports(module) <= allowed
