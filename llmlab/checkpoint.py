@@ -66,8 +66,9 @@ FORMAT_VERSION = 1
 # Wrappers add these to parameter names: torch.compile (_orig_mod.) and DistributedDataParallel (module.).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _REQUIRED_KEYS = ("model", "config")
-# Settings that change tensor shapes: a checkpoint can only resume into the same values.
-ARCH_FIELDS = ("vocab_size", "block_size", "embedding_size", "num_heads", "depth", "bias")
+# Settings that change the architecture: a checkpoint can only resume into the same values.
+ARCH_FIELDS = ("vocab_size", "block_size", "embedding_size", "num_heads", "depth", "bias", "position", "norm",
+               "qk_norm", "activation", "tie_embeddings", "logit_softcap")
 
 
 def _check_format_version(payload: Mapping[str, Any], source: str) -> int:

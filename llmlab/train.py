@@ -127,7 +127,7 @@ class Trainer:
         if self.dist.rank:
             torch.manual_seed(tc.seed + self.dist.rank)
         self.optimizer = self.raw_model.configure_optimizer(
-            tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), self.device.type)
+            tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), self.device.type, tc.optimizer, tc.muon_lr)
         self.scaler = runtime.grad_scaler_for(self.device, self.dtype)  # float16 only
         self.autocast = runtime.autocast_for(self.device, self.dtype)
 
@@ -242,10 +242,10 @@ class Trainer:
     # ---- one optimizer step, one evaluation ------------------------------------------------------------
 
     def train_step(self, lr: float) -> torch.Tensor:
-        """Forward/backward over ``grad_accum_steps`` micro-batches, then one AdamW update; returns the mean loss ()."""
+        """Forward/backward over ``grad_accum_steps`` micro-batches, then one optimizer update; returns the mean loss."""
         tc = self.config.train
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at muon_lr on the same schedule
         accum = tc.grad_accum_steps
         total: torch.Tensor | None = None
         for micro in range(accum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -148,10 +149,15 @@ def test_weight_tying_shares_one_tensor() -> None:
     assert model.lm_head.weight is model.transformer.wte.weight
     sd = model.state_dict()
     assert sd["lm_head.weight"].data_ptr() == sd["transformer.wte.weight"].data_ptr()
-    # a gradient step through either name changes both
-    logits, loss = model(torch.randint(0, 37, (2, 5)), torch.randint(0, 37, (2, 5)))
-    loss.backward()
-    assert model.transformer.wte.weight.grad is model.lm_head.weight.grad
+    # The tied matrix's gradient is the sum of its two uses: as the embedding and as the output head.
+    idx, targets = torch.randint(0, 37, (2, 5)), torch.randint(0, 37, (2, 5))
+    untied = copy.deepcopy(model)
+    untied.lm_head.weight = torch.nn.Parameter(untied.transformer.wte.weight.detach().clone())
+    model(idx, targets)[1].backward()
+    untied(idx, targets)[1].backward()
+    head, emb = untied.lm_head.weight.grad, untied.transformer.wte.weight.grad
+    assert head.abs().sum() > 0 and emb.abs().sum() > 0
+    torch.testing.assert_close(model.lm_head.weight.grad, head + emb)
 
 
 def test_gpt2_init_scales_residual_projections() -> None:

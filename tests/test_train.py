@@ -458,9 +458,16 @@ def test_resume_into_other_architecture_refused_nothing_overwritten(char_data: P
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+MODERN = dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
+              zero_init=True, logit_softcap=15.0, optimizer="muon", muon_lr=0.02)
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["gpt2", "modern+muon"])
 def test_resume_in_process_continues_where_it_stopped(char_data: Path, tiny_config: TinyConfig,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, options: dict) -> None:
     threads = torch.get_num_threads()  # a fixed thread count: bit-exact comparisons need one
+    base = tiny_config
+    tiny_config = lambda **kw: base(**options, **kw)  # noqa: E731 - the same settings for all three runs
     full = Trainer(tiny_config(max_iters=20), char_data, tmp_path / "full", cpu_threads=threads).fit()
     out = tmp_path / "split"
 
@@ -475,6 +482,15 @@ def test_resume_in_process_continues_where_it_stopped(char_data: Path, tiny_conf
     resumed = Trainer(tiny_config(max_iters=20), char_data, out, resume=True, cpu_threads=threads).fit()
     assert [s.step for s in resumed.steps] == list(range(1, 21))  # history carried over
     assert [s.loss for s in resumed.steps] == [s.loss for s in full.steps]
+    assert full.evals[-1].val_loss < full.evals[0].val_loss  # and it learns
+
+
+def test_muon_groups_follow_the_schedule_at_their_own_rate(char_data: Path, tiny_config: TinyConfig,
+                                                           tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(**MODERN, max_iters=4), char_data, tmp_path / "out")
+    trainer.train_step(1e-3)
+    lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups})
+    assert lrs == pytest.approx([1e-3, 1e-3 * 0.02 / 3e-3])  # muon_lr / max_lr = 0.02 / 3e-3 of the schedule
 
 
 @pytest.mark.cuda
