@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         merges = train_bpe(train_text, args.vocab_size)
         times.append(time.perf_counter() - start)
-    print(f"train_bpe: {args.vocab_size} tokens on {len(train_text):,} chars: median {statistics.median(times):.2f} s "
-          f"over {args.runs} runs ({', '.join(f'{t:.2f}' for t in times)})")
+    print(
+        f"train_bpe: {args.vocab_size} tokens on {len(train_text):,} chars: median {statistics.median(times):.2f} s "
+        f"over {args.runs} runs ({', '.join(f'{t:.2f}' for t in times)})"
+    )
 
     works = shakespeare()["text"]
     n_chars = sum(map(len, works))
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         n_tokens = sum(map(len, tok.encode_batch(works, num_threads=2)))
         seconds = time.perf_counter() - start
-        print(f"  {name:5s} vocab {tok.vocab_size:6,}: {1000 * n_tokens / n_chars:7.1f} tokens/1k chars "
-              f"({n_tokens:,} tokens, encoded in {seconds:.2f} s)")
+        print(
+            f"  {name:5s} vocab {tok.vocab_size:6,}: {1000 * n_tokens / n_chars:7.1f} tokens/1k chars "
+            f"({n_tokens:,} tokens, encoded in {seconds:.2f} s)"
+        )
     return 0
 
 

@@ -89,8 +89,9 @@ class StepClock(Callback):
         self.end = time.perf_counter()
 
 
-def trainer_run(config: Config, data_dir: Path, steps: int, threads: int | str, bare: bool,
-                scratch: Path) -> tuple[list[float], float, list[float]]:
+def trainer_run(
+    config: Config, data_dir: Path, steps: int, threads: int | str, bare: bool, scratch: Path
+) -> tuple[list[float], float, list[float]]:
     """Trainer.fit for ``steps`` steps. Returns (seconds of steps 2..N, share of fit() outside the steps, losses)."""
     clock = StepClock()
     callbacks: list[Callback] = [clock]
@@ -120,8 +121,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--tokenizer", default=None, help="default: the preset's")
     parser.add_argument("--data", default=None, help="a prepared data directory (default: the embedded corpus)")
-    parser.add_argument("--eval-iters", type=int, default=None,
-                        help="batches per evaluation (outside the timed window; default: the preset's)")
+    parser.add_argument(
+        "--eval-iters",
+        type=int,
+        default=None,
+        help="batches per evaluation (outside the timed window; default: the preset's)",
+    )
     parser.add_argument("--auto-threads", action="store_true", help="the Trainer tunes its threads (cpu_threads=auto)")
     parser.add_argument("--bare", action="store_true", help="the Trainer without progress bar and metrics file")
     args = parser.parse_args()
@@ -132,16 +137,24 @@ def main() -> None:
     data_dir = Path(args.data) if args.data else data_for(tokenizer)
     # The data decides vocab_size and the tokenizer; a round is max_iters (the schedule spans it), and
     # evaluations only at step 0 and at the stop.
-    config = preset.override(vocab_size=int(load_meta(data_dir)["vocab_size"]), tokenizer=tokenizer,
-                             max_iters=args.steps, warmup_iters=min(preset.train.warmup_iters, args.steps),
-                             eval_interval=args.steps + 1, device="cpu", compile="false",
-                             eval_iters=args.eval_iters or preset.train.eval_iters)
+    config = preset.override(
+        vocab_size=int(load_meta(data_dir)["vocab_size"]),
+        tokenizer=tokenizer,
+        max_iters=args.steps,
+        warmup_iters=min(preset.train.warmup_iters, args.steps),
+        eval_interval=args.steps + 1,
+        device="cpu",
+        compile="false",
+        eval_iters=args.eval_iters or preset.train.eval_iters,
+    )
     threads: int | str = "auto" if args.auto_threads else args.threads
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {args.threads} threads, load {load:.1f} on {os.cpu_count()} CPUs; "
-          f"{args.preset} on {data_dir.name}: batch {config.train.batch_size}x{config.model.block_size}, "
-          f"{args.steps} steps x {args.rounds} rounds (+1 warm-up); Trainer cpu_threads={threads!r}"
-          f"{', bare' if args.bare else ', with progress bar + metrics file'}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, load {load:.1f} on {os.cpu_count()} CPUs; "
+        f"{args.preset} on {data_dir.name}: batch {config.train.batch_size}x{config.model.block_size}, "
+        f"{args.steps} steps x {args.rounds} rounds (+1 warm-up); Trainer cpu_threads={threads!r}"
+        f"{', bare' if args.bare else ', with progress bar + metrics file'}"
+    )
 
     rates: dict[str, list[float]] = {"plain": [], "trainer": []}  # per round: 1 / median step time
     totals: dict[str, list[float]] = {"plain": [], "trainer": []}  # per round: steps / total time of steps 2..N
@@ -154,8 +167,9 @@ def main() -> None:
                 if side == "plain":
                     seconds, plain_losses = plain_loop(config, data_dir, args.steps)
                 else:
-                    seconds, share, trainer_losses = trainer_run(config, data_dir, args.steps, threads, args.bare,
-                                                                 Path(scratch))
+                    seconds, share, trainer_losses = trainer_run(
+                        config, data_dir, args.steps, threads, args.bare, Path(scratch)
+                    )
                     outside.append(share)
                 if r > 0:  # round 0 warms up: allocator, page cache, first-call costs
                     rates[side].append(1 / statistics.median(seconds))
@@ -164,14 +178,20 @@ def main() -> None:
                 p, t = rates["plain"][-1], rates["trainer"][-1]
                 print(f"  round {r}: plain {p:6.2f} steps/s, Trainer {t:6.2f} steps/s ({t / p:.3f}x)")
     same = plain_losses == trainer_losses
-    print(f"same losses on both sides: {same}" + ("" if same or threads == "auto" else
-                                                   " (they should be: same seed, batches and threads)"))
+    print(
+        f"same losses on both sides: {same}"
+        + ("" if same or threads == "auto" else " (they should be: same seed, batches and threads)")
+    )
     p, t = statistics.median(rates["plain"]), statistics.median(rates["trainer"])
     pt, tt = statistics.median(totals["plain"]), statistics.median(totals["trainer"])
-    print(f"median: plain loop {p:.2f} steps/s, Trainer {t:.2f} steps/s, ratio {t / p:.3f}x (goal >= 0.97x); "
-          f"from total time instead of the median step: {tt / pt:.3f}x")
-    print(f"Trainer fit() spent {100 * statistics.median(outside):.0f}% of its time outside the steps (setup, "
-          f"evaluation at step 0 and at the stop, checkpoint)")
+    print(
+        f"median: plain loop {p:.2f} steps/s, Trainer {t:.2f} steps/s, ratio {t / p:.3f}x (goal >= 0.97x); "
+        f"from total time instead of the median step: {tt / pt:.3f}x"
+    )
+    print(
+        f"Trainer fit() spent {100 * statistics.median(outside):.0f}% of its time outside the steps (setup, "
+        f"evaluation at step 0 and at the stop, checkpoint)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,16 @@ def timed(fn) -> tuple[float, float, object]:
     t0, c0 = time.perf_counter(), os.times()
     result = fn()
     c1 = os.times()
-    cpu = (c1.user + c1.system + c1.children_user + c1.children_system
-           - c0.user - c0.system - c0.children_user - c0.children_system)
+    cpu = (
+        c1.user
+        + c1.system
+        + c1.children_user
+        + c1.children_system
+        - c0.user
+        - c0.system
+        - c0.children_user
+        - c0.children_system
+    )
     return time.perf_counter() - t0, cpu, result
 
 
@@ -63,15 +71,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=10, help="times the 5.06 MB corpus is replicated (10: 50.6 MB)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--format", choices=("parquet", "jsonl"), default="parquet",
-                    help="how the corpus is stored on disk (hub datasets such as OpenWebText are parquet)")
+    ap.add_argument(
+        "--format",
+        choices=("parquet", "jsonl"),
+        default="parquet",
+        help="how the corpus is stored on disk (hub datasets such as OpenWebText are parquet)",
+    )
     args = ap.parse_args()
 
     tok = get_tokenizer("gpt2")
     texts = list(shakespeare()["text"]) * args.copies
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    print(f"corpus: {len(texts)} documents, {mb:.1f} MB (embedded Shakespeare x{args.copies}, {args.format}); "
-          f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"corpus: {len(texts)} documents, {mb:.1f} MB (embedded Shakespeare x{args.copies}, {args.format}); "
+        f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"corpus.{args.format}"
@@ -93,8 +107,11 @@ def main() -> None:
             n_tokens = sum(len(x) for x in ids) + len(texts)  # + one EOT per document, as the pipeline writes
             del ids
             for num_proc in (1, 2):
-                seconds, cpu_s, meta = timed(lambda n=num_proc: prepare(src, tokenizer=tok, out_dir=Path(tmp) / "out",
-                                                                        num_proc=n, force=True, progress=False))
+                seconds, cpu_s, meta = timed(
+                    lambda n=num_proc: prepare(
+                        src, tokenizer=tok, out_dir=Path(tmp) / "out", num_proc=n, force=True, progress=False
+                    )
+                )
                 times[num_proc].append(seconds)
                 cpu[num_proc].append(cpu_s)
                 assert meta["train_tokens"] + meta["val_tokens"] == n_tokens, "pipeline and baseline disagree"
@@ -107,10 +124,14 @@ def main() -> None:
     def listing(d):
         return "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}" for k, v in d.items())
 
-    print(f"{n_tokens:,} tokens; median of {args.runs} run(s), interleaved; load average now "
-          f"{os.getloadavg()[0]:.2f} (the machine is shared: wall-clock ratios need idle cores)")
-    print(f"available parallelism (2 busy-loop processes vs 1, before/after each round): "
-          f"{', '.join(f'{p:.2f}x' for p in probes)}  (2.00x = two idle cores)")
+    print(
+        f"{n_tokens:,} tokens; median of {args.runs} run(s), interleaved; load average now "
+        f"{os.getloadavg()[0]:.2f} (the machine is shared: wall-clock ratios need idle cores)"
+    )
+    print(
+        f"available parallelism (2 busy-loop processes vs 1, before/after each round): "
+        f"{', '.join(f'{p:.2f}x' for p in probes)}  (2.00x = two idle cores)"
+    )
     print(f"wall seconds per run: {listing(times)}")
     print(f"CPU seconds per run (incl. worker processes): {listing(cpu)}")
     print(f"bare tiktoken encode_ordinary_batch : {rate(base_s)}")
@@ -119,11 +140,15 @@ def main() -> None:
     print(f"num_proc=2 / num_proc=1 speed-up     : {results[1] / results[2]:.2f}x   (target >= 1.6x)")
     print(f"pipeline (num_proc=2) / bare tiktoken: {base_s / results[2]:.2f}x   (target >= 0.67x)")
     best = {k: min(v) for k, v in times.items()}
-    print(f"best runs (least disturbed): num_proc 2 vs 1 {best[1] / best[2]:.2f}x, "
-          f"pipeline vs bare {best['base'] / best[2]:.2f}x")
+    print(
+        f"best runs (least disturbed): num_proc 2 vs 1 {best[1] / best[2]:.2f}x, "
+        f"pipeline vs bare {best['base'] / best[2]:.2f}x"
+    )
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    print(f"CPU cost per token vs bare tiktoken: num_proc=1 {med_cpu[1] / med_cpu['base']:.2f}x, "
-          f"num_proc=2 {med_cpu[2] / med_cpu['base']:.2f}x (1.00x = no overhead)")
+    print(
+        f"CPU cost per token vs bare tiktoken: num_proc=1 {med_cpu[1] / med_cpu['base']:.2f}x, "
+        f"num_proc=2 {med_cpu[2] / med_cpu['base']:.2f}x (1.00x = no overhead)"
+    )
 
 
 if __name__ == "__main__":

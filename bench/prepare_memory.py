@@ -47,7 +47,7 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
     with open(path, "w", encoding="utf-8") as f:
         while written < megabytes * 1e6:
             start, length = int(rng.integers(0, len(text) - 10_000)), int(rng.integers(1_000, 9_000))
-            doc = text[start: start + length]
+            doc = text[start : start + length]
             f.write(json.dumps({"text": doc}) + "\n")
             written += len(doc)
     return written
@@ -76,13 +76,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "synthetic.jsonl"
         n_bytes = write_corpus(src, args.mb)
-        print(f"corpus: {n_bytes / 1e6:.1f} MB of text in {src.stat().st_size / 1e6:.1f} MB of jsonl; "
-              f"tokenizer {args.tokenizer}, num_proc={args.num_proc}; machine: {psutil.cpu_count()} cpus, "
-              f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
+        print(
+            f"corpus: {n_bytes / 1e6:.1f} MB of text in {src.stat().st_size / 1e6:.1f} MB of jsonl; "
+            f"tokenizer {args.tokenizer}, num_proc={args.num_proc}; machine: {psutil.cpu_count()} cpus, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB"
+        )
         env_cache = {"HF_DATASETS_CACHE": str(Path(tmp) / "hf_cache")}
-        proc = psutil.Popen([sys.executable, "-c", CHILD, str(src), args.tokenizer, str(Path(tmp) / "out"),
-                             str(args.num_proc)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **env_cache})
+        proc = psutil.Popen(
+            [sys.executable, "-c", CHILD, str(src), args.tokenizer, str(Path(tmp) / "out"), str(args.num_proc)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **env_cache},
+        )
         peak_rss = peak_pss = 0
         t0 = time.perf_counter()
         while proc.poll() is None:
@@ -94,10 +99,14 @@ def main() -> None:
             sys.exit(f"prepare failed:\n{err.decode()[-3000:]}")
         result = json.loads(out.decode().strip().splitlines()[-1])
         largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
-        print(f"prepare: {result['seconds']:.1f} s, {result['tokens']:,} tokens "
-              f"({result['tokens'] / result['seconds'] / 1e6:.2f} M tokens/s), wall {time.perf_counter() - t0:.1f} s")
-        print(f"peak memory of the process tree, PSS (shared pages split): {peak_pss / 2**20:,.0f} MiB   "
-              f"(target < 1.5 GB)")
+        print(
+            f"prepare: {result['seconds']:.1f} s, {result['tokens']:,} tokens "
+            f"({result['tokens'] / result['seconds'] / 1e6:.2f} M tokens/s), wall {time.perf_counter() - t0:.1f} s"
+        )
+        print(
+            f"peak memory of the process tree, PSS (shared pages split): {peak_pss / 2**20:,.0f} MiB   "
+            f"(target < 1.5 GB)"
+        )
         print(f"peak memory of the process tree, RSS (shared pages counted per process): {peak_rss / 2**20:,.0f} MiB")
         print(f"peak RSS of the largest single process (ru_maxrss): {largest / 2**20:,.0f} MiB")
 

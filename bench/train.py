@@ -46,9 +46,24 @@ from llmlab.train import Trainer, lr_at
 def nanogpt_cpu_config() -> Config:
     """nanoGPT's README CPU run: char level, depth 4, 4 heads, 128 wide, block 64, batch 12, dropout 0."""
     return get_preset("cpu_small").override(
-        depth=4, num_heads=4, embedding_size=128, block_size=64, dropout=0.0, batch_size=12,
-        grad_accum_steps=1, max_lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000, beta2=0.99,
-        weight_decay=0.1, grad_clip=1.0, device="cpu", compile="false", tokenizer="char", log_interval=1,
+        depth=4,
+        num_heads=4,
+        embedding_size=128,
+        block_size=64,
+        dropout=0.0,
+        batch_size=12,
+        grad_accum_steps=1,
+        max_lr=1e-3,
+        min_lr=1e-4,
+        warmup_iters=100,
+        max_iters=2000,
+        beta2=0.99,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        device="cpu",
+        compile="false",
+        tokenizer="char",
+        log_interval=1,
     )
 
 
@@ -77,15 +92,24 @@ def nanogpt_model(path: str, config: Config) -> tuple[torch.nn.Module, torch.opt
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     mc, tc = config.model, config.train
-    model = module.GPT(module.GPTConfig(block_size=mc.block_size, vocab_size=mc.vocab_size, n_layer=mc.depth,
-                                        n_head=mc.num_heads, n_embd=mc.embedding_size, dropout=mc.dropout,
-                                        bias=mc.bias))
+    model = module.GPT(
+        module.GPTConfig(
+            block_size=mc.block_size,
+            vocab_size=mc.vocab_size,
+            n_layer=mc.depth,
+            n_head=mc.num_heads,
+            n_embd=mc.embedding_size,
+            dropout=mc.dropout,
+            bias=mc.bias,
+        )
+    )
     optimizer = model.configure_optimizers(tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), "cpu")
     return model, optimizer
 
 
-def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: TokenBatches,
-               lr: float, clip: float) -> float:
+def eager_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: TokenBatches, lr: float, clip: float
+) -> float:
     """One plain training step, nanoGPT style; returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -104,16 +128,23 @@ def bench_throughput(steps: int, repeats: int, nanogpt: str | None) -> None:
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     config = trainer.config  # vocab_size from the data
     tc, mc = config.train, config.model
-    print(f"model: {trainer.raw_model.num_parameters() / 1e6:.2f} M parameters, vocab {mc.vocab_size}, "
-          f"{torch.get_num_threads()} threads, {tc.batch_size * mc.block_size} tokens/step")
+    print(
+        f"model: {trainer.raw_model.num_parameters() / 1e6:.2f} M parameters, vocab {mc.vocab_size}, "
+        f"{torch.get_num_threads()} threads, {tc.batch_size * mc.block_size} tokens/step"
+    )
 
     # The baseline: the same architecture and initial weights, stepped the plain way.
     plain = GPT(mc)
     plain.load_state_dict(trainer.raw_model.state_dict())
     params = list(plain.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=tc.max_lr, betas=(tc.beta1, tc.beta2))  # torch's CPU default, as nanoGPT on CPU
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=tc.max_lr,
+        betas=(tc.beta1, tc.beta2),
+    )  # torch's CPU default, as nanoGPT on CPU
     plain_batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=0)
     sides: list[tuple[str, Callable[[], float]]] = [
         ("plain eager", lambda: eager_step(plain, opt, plain_batches, tc.max_lr, tc.grad_clip)),
@@ -142,12 +173,16 @@ def bench_throughput(steps: int, repeats: int, nanogpt: str | None) -> None:
     best = {k: tokens / statistics.quantiles(v, n=10)[0] for k, v in times.items()}
     for name in times:
         mfu = f", {100 * med[name] * flops_per_token / peak:4.1f}% of {peak / 1e9:.0f} GFLOP/s" if peak else ""
-        print(f"{name:12s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step{mfu}); "
-              f"fastest 10%: {best[name]:8,.0f} tokens/s")
+        print(
+            f"{name:12s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step{mfu}); "
+            f"fastest 10%: {best[name]:8,.0f} tokens/s"
+        )
     n = len(times["llmlab"])
     for other in [name for name in times if name != "llmlab"]:
-        print(f"llmlab / {other} (same run, {n} alternating steps each): median "
-              f"{med['llmlab'] / med[other]:.2f}x, fastest 10% {best['llmlab'] / best[other]:.2f}x")
+        print(
+            f"llmlab / {other} (same run, {n} alternating steps each): median "
+            f"{med['llmlab'] / med[other]:.2f}x, fastest 10% {best['llmlab'] / best[other]:.2f}x"
+        )
 
 
 def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str], nanogpt: str | None) -> None:
@@ -162,29 +197,38 @@ def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str], n
     result = trainer.fit()
     wall = time.perf_counter() - t0
     config = trainer.config
-    print(f"cpu_small ({tok}, {trainer.raw_model.num_parameters() / 1e6:.2f} M params, batch "
-          f"{config.train.batch_size}x{config.model.block_size}): {result.final_step} steps, stopped at "
-          f"{result.evals[-1].elapsed:.1f} s ({result.stop_reason}); final evaluation done at {result.seconds:.1f} s, "
-          f"{wall:.1f} s wall with setup")
+    print(
+        f"cpu_small ({tok}, {trainer.raw_model.num_parameters() / 1e6:.2f} M params, batch "
+        f"{config.train.batch_size}x{config.model.block_size}): {result.final_step} steps, stopped at "
+        f"{result.evals[-1].elapsed:.1f} s ({result.stop_reason}); final evaluation done at {result.seconds:.1f} s, "
+        f"{wall:.1f} s wall with setup"
+    )
     for e in result.evals:
         print(f"  step {e.step:5d}  t={e.elapsed:6.1f}s  val {e.val_loss:.4f} nats/token  {e.val_bpb:.3f} bits/byte")
     exact = full_split_bpb(trainer.raw_model, data_dir, config, "val")
-    print(f"final model on the whole val split (every token once, {trainer.meta['val_tokens']:,} tokens): "
-          f"{exact:.3f} bits/byte")
-    print(f"best val {result.best_val_bpb:.3f} bits/byte; median {result.tokens_per_sec:,.0f} tokens/s; "
-          f"peak RSS {peak_rss_mb():,.0f} MB")
+    print(
+        f"final model on the whole val split (every token once, {trainer.meta['val_tokens']:,} tokens): "
+        f"{exact:.3f} bits/byte"
+    )
+    print(
+        f"best val {result.best_val_bpb:.3f} bits/byte; median {result.tokens_per_sec:,.0f} tokens/s; "
+        f"peak RSS {peak_rss_mb():,.0f} MB"
+    )
     if nanogpt:
         torch.manual_seed(config.train.seed)
         model, optimizer = nanogpt_model(nanogpt, config)
         steps, spent = train_for(model, optimizer, data_dir, config, seconds)
         theirs = full_split_bpb(model, data_dir, config, "val")
-        print(f"nanoGPT's model, same settings, batches and schedule, {seconds:g} s in this process: {steps} steps "
-              f"in {spent:.1f} s, whole val split {theirs:.3f} bits/byte; llmlab / nanoGPT {exact / theirs:.3f}x "
-              f"(lower is better)")
+        print(
+            f"nanoGPT's model, same settings, batches and schedule, {seconds:g} s in this process: {steps} steps "
+            f"in {spent:.1f} s, whole val split {theirs:.3f} bits/byte; llmlab / nanoGPT {exact / theirs:.3f}x "
+            f"(lower is better)"
+        )
 
 
-def train_for(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_dir: Path, config: Config,
-              seconds: float) -> tuple[int, float]:
+def train_for(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_dir: Path, config: Config, seconds: float
+) -> tuple[int, float]:
     """A plain loop for a wall-clock budget with llmlab's schedule (lr_at with the time fraction)."""
     tc, mc = config.train, config.model
     batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=tc.seed)
@@ -211,8 +255,15 @@ def full_split_bpb(model: torch.nn.Module, data_dir: Path, config: Config, split
 
 
 def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
-    config = get_preset(preset).override(device="cpu", compile="false", max_iters=steps, eval_interval=10**6,
-                                         eval_iters=1, warmup_iters=0, log_interval=1)
+    config = get_preset(preset).override(
+        device="cpu",
+        compile="false",
+        max_iters=steps,
+        eval_interval=10**6,
+        eval_iters=1,
+        warmup_iters=0,
+        log_interval=1,
+    )
     if batch_size:
         config = config.override(batch_size=batch_size)
     data_dir = prepared(config.train.tokenizer)
@@ -220,9 +271,11 @@ def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(config.train.max_lr)
-    print(f"{preset}: {trainer.raw_model.num_parameters() / 1e6:.1f} M params, batch {config.train.batch_size}x"
-          f"{config.model.block_size}: {steps} steps in {time.perf_counter() - t0:.1f} s, "
-          f"peak RSS {peak_rss_mb():,.0f} MB")
+    print(
+        f"{preset}: {trainer.raw_model.num_parameters() / 1e6:.1f} M params, batch {config.train.batch_size}x"
+        f"{config.model.block_size}: {steps} steps in {time.perf_counter() - t0:.1f} s, "
+        f"peak RSS {peak_rss_mb():,.0f} MB"
+    )
 
 
 def load_note() -> str:

@@ -121,8 +121,9 @@ def minimum_step_memory(config: ModelConfig | Config, batch_size: int, bytes_per
     return int(est["weights"] + est["gradients"] + est["optimizer"] + activations)
 
 
-def check_step_fits(config: Config, device: torch.device | str, bytes_per_value: int = 4,
-                    available: int | None = None) -> None:
+def check_step_fits(
+    config: Config, device: torch.device | str, bytes_per_value: int = 4, available: int | None = None
+) -> None:
     """Refuse, before anything is allocated, a batch whose step cannot fit in the device's free memory.
 
     The message gives the numbers and a ``batch_size`` / ``grad_accum_steps`` pair that fits with the
@@ -136,18 +137,24 @@ def check_step_fits(config: Config, device: torch.device | str, bytes_per_value:
     if need <= free:
         return
     # The typical need is linear in the batch: fixed (weights, grads, AdamW) + per-sequence activations.
-    fixed = sum(memory_estimate(config.model, 1, bytes_per_value).values()) - memory_estimate(
-        config.model, 1, bytes_per_value)["activations"]
+    fixed = (
+        sum(memory_estimate(config.model, 1, bytes_per_value).values())
+        - memory_estimate(config.model, 1, bytes_per_value)["activations"]
+    )
     per_sequence = memory_estimate(config.model, 1, bytes_per_value)["activations"]
     largest = int((free - fixed) // per_sequence) if free > fixed else 0
     fits = max((d for d in _divisors(tc.batch_size) if d <= largest), default=0)
     per_step = tc.batch_size * tc.grad_accum_steps
     if fits:
-        fix = (f"Try --set batch_size={fits} grad_accum_steps={per_step // fits} (the same {per_step} sequences "
-               f"per step), or a smaller block_size / model.")
+        fix = (
+            f"Try --set batch_size={fits} grad_accum_steps={per_step // fits} (the same {per_step} sequences "
+            f"per step), or a smaller block_size / model."
+        )
     else:
-        fix = ("Even batch_size=1 would not fit: choose a smaller model (embedding_size, depth) or block_size "
-               f"(now {config.model.block_size}).")
+        fix = (
+            "Even batch_size=1 would not fit: choose a smaller model (embedding_size, depth) or block_size "
+            f"(now {config.model.block_size})."
+        )
     raise MemoryError(
         f"batch_size={tc.batch_size} at block_size={config.model.block_size} needs at least "
         f"{format_bytes(need)} per training step, but {torch.device(device).type} has {format_bytes(free)} "

@@ -159,8 +159,13 @@ class ProgressBar(Callback):
     def on_train_start(self, trainer: Any) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.config.train.max_iters, initial=trainer.start_iter, unit="step",
-                        dynamic_ncols=True, file=self.file or sys.stderr)
+        self.bar = tqdm(
+            total=trainer.config.train.max_iters,
+            initial=trainer.start_iter,
+            unit="step",
+            dynamic_ncols=True,
+            file=self.file or sys.stderr,
+        )
 
     def on_step_end(self, trainer: Any, info: StepInfo) -> None:
         if self.bar is None:
@@ -173,8 +178,11 @@ class ProgressBar(Callback):
 
     def on_eval(self, trainer: Any, info: EvalInfo) -> None:
         best = "  (best)" if info.is_best else ""
-        self.on_message(trainer, f"step {info.step}: train {info.train_loss:.4f}, val {info.val_loss:.4f} "
-                                 f"nats/token, val {info.val_bpb:.3f} bits/byte{best}")
+        self.on_message(
+            trainer,
+            f"step {info.step}: train {info.train_loss:.4f}, val {info.val_loss:.4f} "
+            f"nats/token, val {info.val_bpb:.3f} bits/byte{best}",
+        )
 
     def on_message(self, trainer: Any, message: str) -> None:
         if self.bar is not None:
@@ -212,8 +220,11 @@ class MetricsLogger(Callback):
 
     def on_train_start(self, trainer: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in self.read(self.path) if int(r["step"]) <= trainer.start_iter] if (
-            trainer.start_iter > 0 and self.path.exists()) else []
+        kept = (
+            [r for r in self.read(self.path) if int(r["step"]) <= trainer.start_iter]
+            if (trainer.start_iter > 0 and self.path.exists())
+            else []
+        )
         # Line buffering: a row is on disk as soon as it is written (other processes may watch the file).
         self._file = open(self.path, "w", buffering=1, newline="")
         if self.path.suffix == ".csv":
@@ -257,8 +268,7 @@ class MetricsLogger(Callback):
                 rows = [json.loads(line) for line in f if line.strip()]
             else:
                 for r in csv.DictReader(f):
-                    row = {k: (v if k == "kind" else (float(v) if v not in ("", None) else None))
-                           for k, v in r.items()}
+                    row = {k: (v if k == "kind" else (float(v) if v not in ("", None) else None)) for k, v in r.items()}
                     if row.get("step") is not None:
                         row["step"] = int(row["step"])  # steps stay whole numbers when a resumed file is rewritten
                     rows.append(row)
@@ -327,7 +337,7 @@ class ThreadTuner(Callback):
             self.recent.append(seconds)
             return
         self.trial.append(seconds)
-        baseline = statistics.median(self.recent[-3 * self.probe:])
+        baseline = statistics.median(self.recent[-3 * self.probe :])
         lost_already = seconds > 1.5 * baseline
         if len(self.trial) < self.probe and not lost_already:
             return
@@ -336,7 +346,7 @@ class ThreadTuner(Callback):
             self.wait = self.period
         else:
             torch.set_num_threads(self.current)
-            self.recent = self.recent[-3 * self.probe:]
+            self.recent = self.recent[-3 * self.probe :]
             self.wait = min(2 * self.wait, 16 * self.period)
         self.trying = None
         self.next_probe = len(self.recent) + self.wait
@@ -366,13 +376,18 @@ class StuckHint(Callback):
         self.hinted = True
         tc, mc = trainer.config.train, trainer.config.model
         if evals[-1].train_loss < evals[-p - 1].train_loss * 0.99:
-            hint = ("train loss still falls while val does not: the model is overfitting. Stop here (the best "
-                    f"checkpoint is kept), add dropout (now {mc.dropout}) or train on more data.")
+            hint = (
+                "train loss still falls while val does not: the model is overfitting. Stop here (the best "
+                f"checkpoint is kept), add dropout (now {mc.dropout}) or train on more data."
+            )
         else:
-            hint = (f"both losses are flat: try a different max_lr (now {tc.max_lr:g}; too high and too low both "
-                    f"stall) or a bigger model (embedding_size={mc.embedding_size}, depth={mc.depth}).")
-        trainer.log(f"hint: val loss has not improved for {p} evaluations (best {before:.4f}, "
-                    f"since then {recent:.4f}); {hint}")
+            hint = (
+                f"both losses are flat: try a different max_lr (now {tc.max_lr:g}; too high and too low both "
+                f"stall) or a bigger model (embedding_size={mc.embedding_size}, depth={mc.depth})."
+            )
+        trainer.log(
+            f"hint: val loss has not improved for {p} evaluations (best {before:.4f}, since then {recent:.4f}); {hint}"
+        )
 
 
 def smaller_batch(batch_size: int) -> int:

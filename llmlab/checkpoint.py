@@ -67,15 +67,28 @@ FORMAT_VERSION = 1
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _REQUIRED_KEYS = ("model", "config")
 # Settings that change the architecture: a checkpoint can only resume into the same values.
-ARCH_FIELDS = ("vocab_size", "block_size", "embedding_size", "num_heads", "depth", "bias", "position", "norm",
-               "qk_norm", "activation", "tie_embeddings", "logit_softcap")
+ARCH_FIELDS = (
+    "vocab_size",
+    "block_size",
+    "embedding_size",
+    "num_heads",
+    "depth",
+    "bias",
+    "position",
+    "norm",
+    "qk_norm",
+    "activation",
+    "tie_embeddings",
+    "logit_softcap",
+)
 
 
 def _check_format_version(payload: Mapping[str, Any], source: str) -> int:
     version = payload.get("format_version", 1)  # written before versions existed: version 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{source} has format_version {version!r}, not a version number (1, 2, ...); "
-                         f"it was not written by llmlab.")
+        raise ValueError(
+            f"{source} has format_version {version!r}, not a version number (1, 2, ...); it was not written by llmlab."
+        )
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{source} has checkpoint format_version {version}, but this llmlab reads versions up to "
@@ -141,8 +154,11 @@ class TrainingState:
         from llmlab.config import Config
 
         saved = Config.from_dict(self.config).model
-        diffs = [f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(model_config, k)!r}"
-                 for k in ARCH_FIELDS if getattr(saved, k) != getattr(model_config, k)]
+        diffs = [
+            f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(model_config, k)!r}"
+            for k in ARCH_FIELDS
+            if getattr(saved, k) != getattr(model_config, k)
+        ]
         if diffs:
             raise ValueError(
                 f"cannot resume from {source}: it was made for another architecture ({'; '.join(diffs)}). "
@@ -159,7 +175,7 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
             stripped = False
             for prefix in _WRAPPER_PREFIXES:
                 if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
+                    name, stripped = name[len(prefix) :], True
         out[name] = tensor
     return out
 
@@ -216,9 +232,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if path.is_dir():
         hint = path / BEST_NAME
-        raise FileNotFoundError(
-            f"{path} is a directory, not a checkpoint file; pass a file such as {hint}."
-        )
+        raise FileNotFoundError(f"{path} is a directory, not a checkpoint file; pass a file such as {hint}.")
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist. Train one first (llmlab train --out {path.parent}) "
@@ -312,7 +326,8 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
         if unexpected:
             parts.append(f"not in the model: {unexpected[:4]}")
         raise ValueError(
-            f"the {source} was made for another architecture: " + " | ".join(parts)
+            f"the {source} was made for another architecture: "
+            + " | ".join(parts)
             + ". Build the model from the checkpoint's own config (llmlab.checkpoint.model_from_checkpoint)."
         )
     model.load_state_dict(state)
@@ -363,6 +378,8 @@ def describe_checkpoint(payload: TrainingState | Mapping[str, Any]) -> str:
         lines.append(line)
     meta = payload.get("data_meta") or {}
     if meta:
-        lines.append(f"data         {meta.get('source', '?')} ({meta.get('train_tokens', '?')} train tokens, "
-                     f"split={meta.get('split', '?')})")
+        lines.append(
+            f"data         {meta.get('source', '?')} ({meta.get('train_tokens', '?')} train tokens, "
+            f"split={meta.get('split', '?')})"
+        )
     return "\n".join(lines)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from llmlab.config import DEFAULT_PRESET, Config, get_preset, preset_names
 
@@ -36,28 +37,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
-    p.add_argument("--source", default=None,
-                   help="a .txt/.jsonl/.parquet file or folder, openwebtext, or hf:OWNER/NAME for a hub dataset (default: embedded Shakespeare)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="a .txt/.jsonl/.parquet file or folder, openwebtext, or hf:OWNER/NAME for a hub dataset "
+        "(default: embedded Shakespeare)",
+    )
     p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
     p.add_argument("--num-proc", type=int, default=1, help="worker processes for tokenizing (default 1)")
     p.add_argument("--out", default=None, help="output directory (default data/<source name>_<tokenizer>)")
     p.add_argument("--force", action="store_true", help="rebuild even if matching outputs exist")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
-    p.add_argument("--split", default="documents", choices=["documents", "tail"],
-                   help="documents: random whole documents; tail: the last part of the joined text")
+    p.add_argument(
+        "--split",
+        default="documents",
+        choices=["documents", "tail"],
+        help="documents: random whole documents; tail: the last part of the joined text",
+    )
 
     t = sub.add_parser("train", help="train a GPT (default: the cpu_small preset on the embedded corpus)")
     t.add_argument("--preset", default=None, help=f"one of {', '.join(preset_names())} (default {DEFAULT_PRESET})")
-    t.add_argument("--data", default=None, help="prepared data directory (default data/shakespeare_<tokenizer>, "
-                                                "prepared from the embedded corpus if missing)")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="prepared data directory (default data/shakespeare_<tokenizer>, "
+        "prepared from the embedded corpus if missing)",
+    )
     t.add_argument("--out", default=DEFAULT_OUT, help=f"checkpoint directory (default {DEFAULT_OUT})")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="change one setting, e.g. --set embedding_size=256 (repeatable)")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one setting, e.g. --set embedding_size=256 (repeatable)",
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUT/last_checkpoint.bin")
     t.add_argument("--metrics", default=None, help="metrics file, .csv or .jsonl (default OUT/metrics.csv)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--threads", default="auto",
-                   help="CPU threads: auto (switches to 1 when other programs slow the cores) or a number")
+    t.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads: auto (switches to 1 when other programs slow the cores) or a number",
+    )
 
     g = sub.add_parser("generate", help="sample text from a checkpoint")
     g.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"))
@@ -90,8 +112,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else data.default_data_dir(args.source, args.tokenizer)
     # prepare() reports progress and prints the summary line itself.
-    data.prepare(source=args.source, tokenizer=args.tokenizer, out_dir=out, num_proc=args.num_proc,
-                 val_fraction=args.val_fraction, split=args.split, force=args.force)
+    data.prepare(
+        source=args.source,
+        tokenizer=args.tokenizer,
+        out_dir=out,
+        num_proc=args.num_proc,
+        val_fraction=args.val_fraction,
+        split=args.split,
+        force=args.force,
+    )
     return 0
 
 
@@ -127,10 +156,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 # Every torchrun process would prepare the same files at once: do it once, beforehand.
                 raise FileNotFoundError(
                     f"no prepared data in {data_dir}; under torchrun prepare it first: "
-                    f"llmlab prepare --tokenizer {config.train.tokenizer} --out {data_dir}")
+                    f"llmlab prepare --tokenizer {config.train.tokenizer} --out {data_dir}"
+                )
 
-            print(f"preparing the embedded Shakespeare corpus ({config.train.tokenizer} tokenizer) in {data_dir} ...",
-                  file=sys.stderr)
+            print(
+                f"preparing the embedded Shakespeare corpus ({config.train.tokenizer} tokenizer) in {data_dir} ...",
+                file=sys.stderr,
+            )
             data.prepare(tokenizer=config.train.tokenizer, out_dir=data_dir)
     else:
         data_dir = Path(args.data)
@@ -145,16 +177,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads = int(threads)
         except ValueError:
             raise ValueError(f"--threads={args.threads!r} is not valid: use auto or a whole number, e.g. 2.") from None
-    trainer = Trainer(config, data_dir, out, callbacks=callbacks, resume=state if state is not None else False,
-                      cpu_threads=threads)
+    trainer = Trainer(
+        config, data_dir, out, callbacks=callbacks, resume=state if state is not None else False, cpu_threads=threads
+    )
     result = trainer.fit()
     if trainer.dist.is_main:
-        print(f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "
-              f"best val {result.best_val_loss:.4f} nats/token = {result.best_val_bpb:.3f} bits/byte, "
-              f"{result.tokens_per_sec:,.0f} tokens/s.")
+        print(
+            f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "
+            f"best val {result.best_val_loss:.4f} nats/token = {result.best_val_bpb:.3f} bits/byte, "
+            f"{result.tokens_per_sec:,.0f} tokens/s."
+        )
         if result.best_checkpoint:
-            print(f"best checkpoint: {result.best_checkpoint}\n"
-                  f"try: llmlab generate --checkpoint {result.best_checkpoint} --prompt \"ROMEO:\"")
+            print(
+                f"best checkpoint: {result.best_checkpoint}\n"
+                f'try: llmlab generate --checkpoint {result.best_checkpoint} --prompt "ROMEO:"'
+            )
     return 0
 
 
@@ -175,8 +212,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.manual_seed_all(args.seed)
     text = model.generate_sentence(
-        args.prompt, model.config.block_size, args.max_new_tokens, tokenizer, device,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        args.prompt,
+        model.config.block_size,
+        args.max_new_tokens,
+        tokenizer,
+        device,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
     )
     print(text)
     return 0

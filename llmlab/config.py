@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from llmlab.validate import check_choice, check_int, check_number, invalid
 
@@ -96,11 +97,19 @@ class ModelConfig:
         check_choice("position", self.position, ("learned", "rope"))
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         check_choice("activation", self.activation, ("gelu", "relu2"))
-        check_number("logit_softcap", self.logit_softcap, 0.0,
-                     fix="logit_softcap must be 0 (off) or a positive cap such as 15 or 30.")
+        check_number(
+            "logit_softcap",
+            self.logit_softcap,
+            0.0,
+            fix="logit_softcap must be 0 (off) or a positive cap such as 15 or 30.",
+        )
         if self.position == "rope" and self.head_size % 2:
-            _fail("num_heads", self.num_heads, f"rotary embeddings need an even head size, but embedding_size / "
-                  f"num_heads = {self.head_size}; choose num_heads so that the head size is even.")
+            _fail(
+                "num_heads",
+                self.num_heads,
+                f"rotary embeddings need an even head size, but embedding_size / "
+                f"num_heads = {self.head_size}; choose num_heads so that the head size is even.",
+            )
 
     @property
     def is_gpt2(self) -> bool:
@@ -109,8 +118,14 @@ class ModelConfig:
 
     def gpt2_differences(self) -> list[str]:
         """The settings that GPT-2's architecture cannot express, as ``name=value`` strings."""
-        gpt2 = {"position": "learned", "norm": "layernorm", "qk_norm": False, "activation": "gelu",
-                "tie_embeddings": True, "logit_softcap": 0.0}
+        gpt2 = {
+            "position": "learned",
+            "norm": "layernorm",
+            "qk_norm": False,
+            "activation": "gelu",
+            "tie_embeddings": True,
+            "logit_softcap": 0.0,
+        }
         return [f"{k}={getattr(self, k)!r}" for k, v in gpt2.items() if getattr(self, k) != v]
 
     @property
@@ -154,7 +169,9 @@ class TrainConfig:
     compile: str = "auto"
 
     def __post_init__(self) -> None:
-        _positive_int(self, "batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_iters", "log_interval")
+        _positive_int(
+            self, "batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_iters", "log_interval"
+        )
         for name in ("warmup_iters", "seed"):
             check_int(name, getattr(self, name), 0, f"{name} must be a whole number >= 0.")
         max_lr, min_lr = _number(self, "max_lr"), _number(self, "min_lr")
@@ -185,9 +202,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
         device = self.device
-        if not isinstance(device, str) or not (
-            device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
-        ):
+        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
             _fail("device", device, "device must be auto, cpu, cuda, cuda:N or mps.")
 
 
@@ -218,7 +233,8 @@ def _parse_value(name: str, text: str, current: Any) -> Any:
             return float(text)
     except ValueError:
         raise ValueError(
-            f"{name}={text!r} is not valid: {name} takes {_KIND_WORDS.get(kind, kind.__name__)}, e.g. {name}={current!r}."
+            f"{name}={text!r} is not valid: {name} takes {_KIND_WORDS.get(kind, kind.__name__)}, "
+            f"e.g. {name}={current!r}."
         ) from None
     return text
 
@@ -230,7 +246,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def override(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> "Config":
+    def override(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> Config:
         """A copy with fields changed by name, e.g. ``override(embedding_size=256, max_lr=3e-4)``.
 
         String values are converted to the field's type (so CLI text works). Unknown names raise
@@ -264,7 +280,7 @@ class Config:
         return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
         base = cls()
         flat = {**dict(data.get("model", {})), **dict(data.get("train", {}))}
@@ -279,8 +295,14 @@ def _preset_cpu_small() -> Config:
     return Config(
         model=ModelConfig(vocab_size=1024, block_size=128, embedding_size=128, num_heads=4, depth=4, dropout=0.0),
         train=TrainConfig(
-            batch_size=16, max_iters=1250, max_lr=2e-3, min_lr=2e-4, warmup_iters=50,
-            eval_interval=250, eval_iters=20, tokenizer="bpe",
+            batch_size=16,
+            max_iters=1250,
+            max_lr=2e-3,
+            min_lr=2e-4,
+            warmup_iters=50,
+            eval_interval=250,
+            eval_iters=20,
+            tokenizer="bpe",
         ),
     )
 
@@ -290,8 +312,14 @@ def _preset_seed_manual() -> Config:
     return Config(
         model=ModelConfig(vocab_size=50257, block_size=1024, embedding_size=768, num_heads=6, depth=6, dropout=0.1),
         train=TrainConfig(
-            batch_size=6, max_iters=5000, max_lr=2.5e-5, min_lr=2.5e-6, warmup_iters=100,
-            eval_interval=500, eval_iters=50, tokenizer="gpt2",
+            batch_size=6,
+            max_iters=5000,
+            max_lr=2.5e-5,
+            min_lr=2.5e-6,
+            warmup_iters=100,
+            eval_interval=500,
+            eval_iters=50,
+            tokenizer="gpt2",
         ),
     )
 
@@ -301,8 +329,17 @@ def _preset_gpt2_124m() -> Config:
     return Config(
         model=ModelConfig(vocab_size=50257, block_size=1024, embedding_size=768, num_heads=12, depth=12, dropout=0.0),
         train=TrainConfig(
-            batch_size=12, grad_accum_steps=40, max_iters=600000, max_lr=6e-4, min_lr=6e-5, warmup_iters=2000,
-            weight_decay=0.1, beta2=0.95, eval_interval=1000, eval_iters=200, tokenizer="gpt2",
+            batch_size=12,
+            grad_accum_steps=40,
+            max_iters=600000,
+            max_lr=6e-4,
+            min_lr=6e-5,
+            warmup_iters=2000,
+            weight_decay=0.1,
+            beta2=0.95,
+            eval_interval=1000,
+            eval_iters=200,
+            tokenizer="gpt2",
         ),
     )
 

@@ -44,7 +44,9 @@ def _model_config_from_hf(hf_config: Any) -> ModelConfig:
         problems.append(f"n_inner={hf_config.n_inner} (llmlab's MLP is 4 x n_embd = {4 * n_embd})")
     if abs(hf_config.layer_norm_epsilon - 1e-5) > 1e-12:
         problems.append(f"layer_norm_epsilon={hf_config.layer_norm_epsilon} (llmlab uses 1e-5)")
-    if not getattr(hf_config, "scale_attn_weights", True) or getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
+    if not getattr(hf_config, "scale_attn_weights", True) or getattr(
+        hf_config, "scale_attn_by_inverse_layer_idx", False
+    ):
         problems.append("non-standard attention scaling (llmlab scales scores by 1/sqrt(head size) only)")
     if getattr(hf_config, "add_cross_attention", False):
         problems.append("add_cross_attention=True (llmlab is decoder-only)")
@@ -52,7 +54,8 @@ def _model_config_from_hf(hf_config: Any) -> ModelConfig:
         problems.append("tie_word_embeddings=False (llmlab ties lm_head to wte)")
     if problems:
         raise ValueError(
-            "this GPT2Config cannot be represented by llmlab's GPT: " + "; ".join(problems)
+            "this GPT2Config cannot be represented by llmlab's GPT: "
+            + "; ".join(problems)
             + ". Use a standard GPT-2 configuration."
         )
     return ModelConfig(
@@ -100,12 +103,14 @@ def from_hf(model_or_path: Any) -> GPT:
             if _is_conv1d_weight(name):
                 value = value.t()
             if value.shape != param.shape:
-                raise ValueError(f"shape mismatch for {name!r}: HF {tuple(value.shape)} vs llmlab {tuple(param.shape)}.")
+                raise ValueError(
+                    f"shape mismatch for {name!r}: HF {tuple(value.shape)} vs llmlab {tuple(param.shape)}."
+                )
             param.copy_(value)
     return gpt
 
 
-def to_hf(gpt: GPT, attn_implementation: str | None = None) -> "transformers.GPT2LMHeadModel":
+def to_hf(gpt: GPT, attn_implementation: str | None = None) -> transformers.GPT2LMHeadModel:
     """A ``GPT2LMHeadModel`` (float32, CPU, eval mode) with the weights of ``gpt``.
 
     Biases absent from a ``bias=False`` model become zeros (GPT-2 always has them), which computes the

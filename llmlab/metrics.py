@@ -12,7 +12,7 @@ __all__ = ["bits_per_byte", "perplexity"]
 
 
 def bits_per_byte(loss_nats: float, tokens: int, nbytes: int) -> float:
-    """Mean loss per token (nats) over ``tokens`` tokens of text that is ``nbytes`` UTF-8 bytes long -> bits per byte."""
+    """Mean loss per token (nats) over ``tokens`` tokens of ``nbytes`` bytes of UTF-8 text -> bits per byte."""
     if tokens <= 0 or nbytes <= 0:
         raise ValueError(f"tokens={tokens}, bytes={nbytes}: both must be > 0 to convert to bits per byte.")
     return loss_nats / math.log(2) * tokens / nbytes

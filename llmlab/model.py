@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -112,8 +113,8 @@ class Rotary(nn.Module):
     def forward(self, x: torch.Tensor, past: int = 0) -> torch.Tensor:
         """Rotate ``x`` (B, nh, T, hs) whose first token sits at position ``past``."""
         T = x.size(-2)
-        cos = self.cos[past:past + T].to(x.dtype)  # (T, hs/2)
-        sin = self.sin[past:past + T].to(x.dtype)
+        cos = self.cos[past : past + T].to(x.dtype)  # (T, hs/2)
+        sin = self.sin[past : past + T].to(x.dtype)
         x1, x2 = x[..., 0::2], x[..., 1::2]  # the channel pairs (B, nh, T, hs/2)
         rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs/2, 2)
         return rotated.flatten(-2)  # (B, nh, T, hs), pairs back in place
@@ -253,8 +254,10 @@ class MuonWithAdamW:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if set(state) != {"muon", "adamw"}:
-            raise ValueError("this optimizer state is not Muon + AdamW's: resume with the optimizer the run used "
-                             "(--set optimizer=...).")
+            raise ValueError(
+                "this optimizer state is not Muon + AdamW's: resume with the optimizer the run used "
+                "(--set optimizer=...)."
+            )
         self.muon.load_state_dict(state["muon"])
         self.adamw.load_state_dict(state["adamw"])
 
@@ -449,8 +452,7 @@ class GPT(nn.Module):
         adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
         if not hidden:
             return adamw
-        muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr,
-                                weight_decay=weight_decay)
+        muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr, weight_decay=weight_decay)
         return MuonWithAdamW(muon, adamw)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
@@ -465,9 +467,14 @@ class GPT(nn.Module):
         return 6.0 * N + 12.0 * L * C * T
 
     def estimate_mfu(self, tokens_per_second: float, peak_flops: float, seq_len: int | None = None) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of ``peak_flops`` (e.g. 312e12 for A100 bf16)."""
-        check_number("peak_flops", peak_flops, 0.0, low_open=True,
-                     fix="peak_flops must be > 0 (the device's peak FLOP/s, e.g. 312e12).")
+        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of ``peak_flops`` (312e12: A100 bf16)."""
+        check_number(
+            "peak_flops",
+            peak_flops,
+            0.0,
+            low_open=True,
+            fix="peak_flops must be > 0 (the device's peak FLOP/s, e.g. 312e12).",
+        )
         return self.estimate_flops_per_token(seq_len) * tokens_per_second / peak_flops
 
     # ----------------------------------------------------------------------------------------------
@@ -556,9 +563,15 @@ class GPT(nn.Module):
         ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_token]
         idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
         out = self.generate(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            use_cache=use_cache, generator=generator, block_size=block_size,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            generator=generator,
+            block_size=block_size,
         )
         # Decode only the new tokens and prepend the prompt verbatim: the result begins with the prompt
         # exactly, even where decode(encode(prompt)) would normalise it.
-        return prompt + tokenizer.decode(out[0, len(ids):].tolist())
+        return prompt + tokenizer.decode(out[0, len(ids) :].tolist())

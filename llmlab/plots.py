@@ -9,10 +9,10 @@ during a long run of live updates). Pass ``ax=`` to draw into an axes you alread
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
-
 import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -68,7 +68,9 @@ def color_for(index: int) -> tuple[float, float, float]:
     return tuple(_PALETTE[index % len(_PALETTE)])  # type: ignore[return-value]
 
 
-def new_figure(width: float = 7.0, height: float = 4.0, ncols: int = 1, nrows: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+def new_figure(
+    width: float = 7.0, height: float = 4.0, ncols: int = 1, nrows: int = 1, **kwargs: Any
+) -> tuple[Figure, Any]:
     """A pyplot-independent figure and its axes (an array when ``ncols * nrows > 1``)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, **kwargs)
@@ -248,8 +250,10 @@ def next_token_bars(
     arrays = {name: _as_array(p, f"distribution {name!r}").reshape(-1) for name, p in distributions.items()}
     sizes = {a.size for a in arrays.values()}
     if len(sizes) != 1 or sizes.pop() != len(labels):
-        raise ValueError(f"every distribution needs {len(labels)} probabilities (one per label); got sizes "
-                         f"{[a.size for a in arrays.values()]}.")
+        raise ValueError(
+            f"every distribution needs {len(labels)} probabilities (one per label); got sizes "
+            f"{[a.size for a in arrays.values()]}."
+        )
     first = next(iter(arrays.values()))
     top = max(1, min(int(top), first.size))
     order = np.argsort(-first, kind="stable")[:top]
@@ -362,4 +366,3 @@ def human_count(n: float) -> str:
     if isinstance(n, bool) or not isinstance(n, (int, float)) or math.isnan(n):
         raise ValueError(f"human_count needs a number, got {n!r}.")
     return _human(float(n))
-

@@ -46,7 +46,8 @@ __all__ = [
 
 # torch >= 2.5 exposes the CUDA OOM error at top level; older builds only under torch.cuda.
 OutOfMemoryError: type[BaseException] = getattr(
-    torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
+    torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,10 +88,14 @@ def _mps_available() -> bool:
 
 def _why_no_cuda() -> str:
     if torch.version.cuda is None:
-        return (f"this torch build ({torch.__version__}) has no CUDA support (a CPU-only wheel); on a machine "
-                f"with an NVIDIA GPU install the CUDA build of torch (see the README).")
-    return (f"torch {torch.__version__} was built for CUDA {torch.version.cuda} but sees no GPU (no NVIDIA "
-            f"driver, or CUDA_VISIBLE_DEVICES hides it; check `nvidia-smi`).")
+        return (
+            f"this torch build ({torch.__version__}) has no CUDA support (a CPU-only wheel); on a machine "
+            f"with an NVIDIA GPU install the CUDA build of torch (see the README)."
+        )
+    return (
+        f"torch {torch.__version__} was built for CUDA {torch.version.cuda} but sees no GPU (no NVIDIA "
+        f"driver, or CUDA_VISIBLE_DEVICES hides it; check `nvidia-smi`)."
+    )
 
 
 def explain_device(device: torch.device) -> str:
@@ -99,8 +104,10 @@ def explain_device(device: torch.device) -> str:
         return f"Training on CUDA ({torch.cuda.get_device_name(device)})."
     if device.type == "mps":
         return "Training on Apple MPS."
-    return (f"Training on CPU ({torch.get_num_threads()} threads): no CUDA GPU, because {_why_no_cuda()} "
-            f"Small presets such as cpu_small are sized for this.")
+    return (
+        f"Training on CPU ({torch.get_num_threads()} threads): no CUDA GPU, because {_why_no_cuda()} "
+        f"Small presets such as cpu_small are sized for this."
+    )
 
 
 def set_cpu_threads(threads: int | str, device: torch.device) -> None:
@@ -263,8 +270,18 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 # Peak FLOPs (for MFU)
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) for the MFU estimate; LLMLAB_PEAK_FLOPS overrides.
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
-                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "4090": 165e12,
+    "3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
 
 
 def peak_flops_for(device: torch.device) -> float | None:

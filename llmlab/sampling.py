@@ -8,7 +8,6 @@ input untouched. A filtered-out token gets the logit ``-inf``, so softmax gives 
 
 from __future__ import annotations
 
-
 import torch
 
 from llmlab.validate import check_int, check_number
@@ -22,9 +21,13 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     Temperature 0 (greedy) is not a division; :func:`sample_next` handles it with an argmax.
     """
     check_number("temperature", temperature, 0.0, fix="use a finite number >= 0, e.g. 0.8.")
-    check_number("temperature", temperature, 0.0, low_open=True,
-                 fix="apply_temperature needs temperature > 0; for greedy decoding call "
-                     "sample_next(logits, temperature=0).")
+    check_number(
+        "temperature",
+        temperature,
+        0.0,
+        low_open=True,
+        fix="apply_temperature needs temperature > 0; for greedy decoding call sample_next(logits, temperature=0).",
+    )
     return logits / temperature
 
 
@@ -33,8 +36,9 @@ def _check_top_k(top_k: int) -> None:
 
 
 def _check_top_p(top_p: float) -> None:
-    check_number("top_p", top_p, 0.0, 1.0, low_open=True,
-                 fix="use a number in (0, 1] (e.g. 0.9), or None to keep all tokens.")
+    check_number(
+        "top_p", top_p, 0.0, 1.0, low_open=True, fix="use a number in (0, 1] (e.g. 0.9), or None to keep all tokens."
+    )
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -96,7 +96,7 @@ def render(example: Example, tokenizer: ChatTokenizer, max_tokens: int) -> tuple
     s, c, r = (tokenizer.special(t) for t in CHAT_SPECIALS)
     fixed = 3 + len(speaker)
     reply = reply[: max(1, max_tokens - fixed - 1)]  # keep at least one context token
-    context = context[max(0, len(context) - (max_tokens - fixed - len(reply))):]
+    context = context[max(0, len(context) - (max_tokens - fixed - len(reply))) :]
     prompt = [s, *speaker, c, *context, r]
     return prompt + reply, [False] * len(prompt) + [True] * len(reply)
 
@@ -124,8 +124,15 @@ class SFTBatches:
     """Random batches of rendered examples, with the interface of :class:`llmlab.data.TokenBatches` that
     the Trainer uses: ``next()``, ``eval_batches(n)`` (the same batches every time), ``state_dict()``."""
 
-    def __init__(self, examples: Sequence[Example], tokenizer: ChatTokenizer, block_size: int, batch_size: int,
-                 seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        tokenizer: ChatTokenizer,
+        block_size: int,
+        batch_size: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if not examples:
             raise ValueError("no fine-tuning examples: build some with dialogue_examples(...).")
         check_int("batch_size", batch_size, 1)
@@ -156,11 +163,10 @@ class SFTBatches:
     def all_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every example once, in order (for a held-out score over the whole set)."""
         for start in range(0, len(self.rendered), self.batch_size):
-            yield collate(self.rendered[start:start + self.batch_size], self.pad_id, self.device)
+            yield collate(self.rendered[start : start + self.batch_size], self.pad_id, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "drawn": self.drawn}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.seed, self.drawn = int(state["seed"]), int(state["drawn"])
-

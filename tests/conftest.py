@@ -6,8 +6,8 @@ Everything a test writes goes under pytest's temporary folders: a test run never
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -32,9 +32,23 @@ def make_data(root: Path, tokenizer: str = "char") -> Path:
 def tiny_config(**overrides: object) -> Config:
     """A model small enough that a step takes a few milliseconds on one CPU thread."""
     base = get_preset("cpu_small").override(
-        block_size=16, embedding_size=32, num_heads=2, depth=2, dropout=0.0,
-        batch_size=4, grad_accum_steps=1, max_iters=20, warmup_iters=2, max_lr=3e-3, min_lr=3e-4,
-        eval_interval=10, eval_iters=2, log_interval=1, max_seconds=0.0, device="cpu", compile="false",
+        block_size=16,
+        embedding_size=32,
+        num_heads=2,
+        depth=2,
+        dropout=0.0,
+        batch_size=4,
+        grad_accum_steps=1,
+        max_iters=20,
+        warmup_iters=2,
+        max_lr=3e-3,
+        min_lr=3e-4,
+        eval_interval=10,
+        eval_iters=2,
+        log_interval=1,
+        max_seconds=0.0,
+        device="cpu",
+        compile="false",
         tokenizer="char",
     )
     return base.override(overrides)
@@ -69,8 +83,11 @@ def learner_files_fingerprint(root: Path = _REPO) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file under the learner's run/data folders, and of the notebooks themselves."""
     files = [p for rel in _LEARNER_PATHS for p in (root / rel).rglob("*") if p.is_file()]
     files += sorted((root / "notebooks").glob("**/*.ipynb"))
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files
-            if ".ipynb_checkpoints" not in p.parts}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in files
+        if ".ipynb_checkpoints" not in p.parts
+    }
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

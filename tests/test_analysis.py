@@ -27,7 +27,8 @@ def test_lower_bound_is_below_the_typical_estimate_and_grows_with_the_batch() ->
     n = sum(parameters_by_component(cfg.model).values())
     assert minimum_step_memory(cfg, 1) > 4 * n * 4  # weights + grads + two AdamW moments, fp32
     assert minimum_step_memory(cfg, 32) - minimum_step_memory(cfg, 16) == minimum_step_memory(
-        cfg, 48) - minimum_step_memory(cfg, 32)  # linear in the batch
+        cfg, 48
+    ) - minimum_step_memory(cfg, 32)  # linear in the batch
 
 
 def test_a_step_that_fits_passes_and_one_that_cannot_is_refused_with_a_fix() -> None:

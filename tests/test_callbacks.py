@@ -26,14 +26,21 @@ from llmlab.config import get_preset
 from llmlab.runtime import DistInfo
 
 
-def fake_trainer(evals: list[EvalInfo] | None = None, batch_size: int = 8, dist: DistInfo | None = None,
-                 device: str = "cpu") -> Any:
+def fake_trainer(
+    evals: list[EvalInfo] | None = None, batch_size: int = 8, dist: DistInfo | None = None, device: str = "cpu"
+) -> Any:
     """The trainer attributes callbacks read; ``log`` collects messages."""
     messages: list[str] = []
     dist = dist or DistInfo()
-    return SimpleNamespace(config=get_preset("cpu_small").override(batch_size=batch_size), start_iter=0,
-                           result=TrainResult(evals=evals or []), dist=dist, device=torch.device(device),
-                           messages=messages, log=messages.append)
+    return SimpleNamespace(
+        config=get_preset("cpu_small").override(batch_size=batch_size),
+        start_iter=0,
+        result=TrainResult(evals=evals or []),
+        dist=dist,
+        device=torch.device(device),
+        messages=messages,
+        log=messages.append,
+    )
 
 
 def test_base_hooks_do_nothing() -> None:

@@ -30,12 +30,19 @@ TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the m
 
 def _payload(embedding_size: int = 32) -> tuple[GPT, dict]:
     tok = get_tokenizer("char", TEXT)
-    config = Config(model=ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=embedding_size,
-                                      num_heads=2, depth=2))
+    config = Config(
+        model=ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=embedding_size, num_heads=2, depth=2)
+    )
     torch.manual_seed(0)
     model = GPT(config.model)
-    payload = {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tok.to_dict(), "iter": 7,
-               "best_val_loss": 1.5, "rng": {"cpu": torch.get_rng_state()}}
+    payload = {
+        "model": model.state_dict(),
+        "config": config.to_dict(),
+        "tokenizer": tok.to_dict(),
+        "iter": 7,
+        "best_val_loss": 1.5,
+        "rng": {"cpu": torch.get_rng_state()},
+    }
     return model, payload
 
 

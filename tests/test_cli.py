@@ -12,9 +12,29 @@ import torch
 from llmlab.cli import build_parser, main, parse_overrides
 from llmlab.config import preset_names
 
-TINY = ["--set", "block_size=16", "--set", "embedding_size=32", "--set", "num_heads=2", "--set", "depth=2",
-        "--set", "batch_size=4", "--set", "max_iters=12", "--set", "warmup_iters=2", "--set", "eval_interval=6",
-        "--set", "eval_iters=2", "--set", "device=cpu", "--quiet"]
+TINY = [
+    "--set",
+    "block_size=16",
+    "--set",
+    "embedding_size=32",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "depth=2",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "max_iters=12",
+    "--set",
+    "warmup_iters=2",
+    "--set",
+    "eval_interval=6",
+    "--set",
+    "eval_iters=2",
+    "--set",
+    "device=cpu",
+    "--quiet",
+]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -29,8 +49,21 @@ def test_train_generate_info(char_data: Path, tmp_path: Path, capsys: pytest.Cap
     assert "best val" in capsys.readouterr().out
     assert (out / "best_checkpoint.bin").exists() and (out / "metrics.csv").exists()
 
-    args = ["generate", "--checkpoint", str(out / "best_checkpoint.bin"), "--prompt", "ROMEO:",
-            "--max-new-tokens", "20", "--seed", "3", "--top-k", "10", "--temperature", "0.9"]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(out / "best_checkpoint.bin"),
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "3",
+        "--top-k",
+        "10",
+        "--temperature",
+        "0.9",
+    ]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert first.startswith("ROMEO:") and len(first.rstrip("\n")) > len("ROMEO:")
@@ -47,21 +80,26 @@ def test_resume_extends_a_run(char_data: Path, tmp_path: Path, capsys: pytest.Ca
     out = tmp_path / "out"
     assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
     # --resume takes the run's own settings; --set on top raises the step budget.
-    assert main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=18",
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=18", "--quiet"])
+        == 0
+    )
     assert "done: 18 steps" in capsys.readouterr().out
     assert torch.load(out / "last_checkpoint.bin")["iter"] == 18
 
 
-def test_resume_reads_the_checkpoint_once(char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_reads_the_checkpoint_once(
+    char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
     loads: list[object] = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
-    assert main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=14",
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--resume", "--data", str(char_data), "--out", str(out), "--set", "max_iters=14", "--quiet"])
+        == 0
+    )
     assert "done: 14 steps" in capsys.readouterr().out
     assert len(loads) == 1  # the CLI's settings and the Trainer's state come from one read
 
@@ -106,14 +144,31 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     src = tmp_path / "tiny.txt"
     src.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200)
     out = tmp_path / "prepared"
-    assert main(["prepare", "--source", str(src), "--tokenizer", "char", "--out", str(out), "--split", "tail",
-                 "--val-fraction", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--source",
+                str(src),
+                "--tokenizer",
+                "char",
+                "--out",
+                str(out),
+                "--split",
+                "tail",
+                "--val-fraction",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     assert (out / "train.bin").exists() and (out / "meta.json").exists()
     assert "train" in capsys.readouterr().out
 
 
-def test_prepare_without_out_names_the_folder_after_the_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_without_out_names_the_folder_after_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A user's corpus must not land in (or be mistaken for) the embedded corpus's folder.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_book.txt").write_text("To be, or not to be, that is the question.\n" * 300)
@@ -133,20 +188,36 @@ def test_parser_and_overrides() -> None:
         build_parser().parse_args(["prepare", "--tokenizer", "wordpiece"])
 
 
-def test_train_with_no_data_flag_prepares_embedded_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_with_no_data_flag_prepares_embedded_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # `llmlab train` with no --data: prepares data/shakespeare_char from the embedded corpus, then trains.
     # (tokenizer=char: the same path as the preset's BPE, without training a BPE inside a unit test.)
     monkeypatch.chdir(tmp_path)
-    assert main(["train", *TINY[:-1], "--set", "max_iters=2", "--set", "eval_interval=2", "--set", "tokenizer=char",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY[:-1],
+                "--set",
+                "max_iters=2",
+                "--set",
+                "eval_interval=2",
+                "--set",
+                "tokenizer=char",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "data" / "shakespeare_char" / "train.bin").exists()
     assert (tmp_path / "out" / "best_checkpoint.bin").exists()
 
 
 @pytest.mark.slow  # a subprocess
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "llmlab", "info", str(tmp_path / "x.bin")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "llmlab", "info", str(tmp_path / "x.bin")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: checkpoint") and "Traceback" not in done.stderr

@@ -43,7 +43,9 @@ def test_joined_text_is_the_reference_corpus(ds):
     assert len(text) == 5_057_198 + 2 * 41
     assert len(set(text)) == 84
     # The figure quoted in PROVENANCE.md.
-    assert hashlib.sha256(text.encode()).hexdigest() == "a74b54d1ef1dc44be145d3c93068267ab7beba0c7045a7b6a844b83ed5d7054f"
+    assert (
+        hashlib.sha256(text.encode()).hexdigest() == "a74b54d1ef1dc44be145d3c93068267ab7beba0c7045a7b6a844b83ed5d7054f"
+    )
     assert shakespeare_text() is text  # cached
 
 

@@ -43,11 +43,18 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # torchrun with two processes, ~15 s
-def test_two_rank_gloo_matches_single_process(char_data: Path, tiny_config: Callable[..., Config],
-                                              tmp_path: Path) -> None:
+def test_two_rank_gloo_matches_single_process(
+    char_data: Path, tiny_config: Callable[..., Config], tmp_path: Path
+) -> None:
     data_dir = char_data  # read only: the ranks write under tmp_path
-    config = tiny_config(max_iters=STEPS, batch_size=MICRO_BATCH, grad_accum_steps=ACCUM, eval_interval=STEPS,
-                         eval_iters=1, warmup_iters=1)
+    config = tiny_config(
+        max_iters=STEPS,
+        batch_size=MICRO_BATCH,
+        grad_accum_steps=ACCUM,
+        eval_interval=STEPS,
+        eval_iters=1,
+        warmup_iters=1,
+    )
     out = tmp_path / "ddp"
     out.mkdir()
     script = tmp_path / "ddp_run.py"
@@ -55,8 +62,17 @@ def test_two_rank_gloo_matches_single_process(char_data: Path, tiny_config: Call
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           json.dumps(config.to_dict()), str(data_dir), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        json.dumps(config.to_dict()),
+        str(data_dir),
+        str(out),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -75,12 +91,20 @@ def test_two_rank_gloo_matches_single_process(char_data: Path, tiny_config: Call
     # micro-batches concatenated (6 sequences), drawn from the very streams the ranks used.
     from llmlab.data import TokenBatches
 
-    streams = [TokenBatches(data_dir, "train", config.model.block_size, MICRO_BATCH, seed=config.train.seed,
-                            rank=r, world_size=2) for r in range(2)]
+    streams = [
+        TokenBatches(
+            data_dir, "train", config.model.block_size, MICRO_BATCH, seed=config.train.seed, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
     first = [s.next() for s in streams]
     assert not torch.equal(first[0][0], first[1][0]), "ranks must read different data"
-    streams = [TokenBatches(data_dir, "train", config.model.block_size, MICRO_BATCH, seed=config.train.seed,
-                            rank=r, world_size=2) for r in range(2)]
+    streams = [
+        TokenBatches(
+            data_dir, "train", config.model.block_size, MICRO_BATCH, seed=config.train.seed, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
 
     def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
         parts = [s.next() for s in streams]

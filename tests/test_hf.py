@@ -18,10 +18,18 @@ VOCAB, POSITIONS = 64, 32
 
 def hf_config(**changes: object) -> GPT2Config:
     base = dict(
-        vocab_size=VOCAB, n_positions=POSITIONS, n_embd=32, n_layer=2, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=VOCAB,
+        n_positions=POSITIONS,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
         initializer_range=0.2,  # larger than GPT-2's 0.02 so logits are decisive: greedy has no near-ties
-        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, attn_implementation="eager",
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+        attn_implementation="eager",
     )
     base.update(changes)
     return GPT2Config(**base)
@@ -36,7 +44,7 @@ def random_gpt(seed: int = 0, bias: bool = True) -> GPT:
     torch.manual_seed(seed)
     gpt = GPT(ModelConfig(vocab_size=VOCAB, block_size=POSITIONS, embedding_size=32, num_heads=4, depth=2, bias=bias))
     with torch.no_grad():  # decisive logits, as above; LayerNorm gains get a random spread too
-        for name, p in gpt.named_parameters():
+        for p in gpt.parameters():
             p.add_(torch.randn_like(p) * (0.3 if p.dim() >= 2 else 0.1))
     return gpt.eval()
 
@@ -45,8 +53,11 @@ def hf_greedy(hf_model: GPT2LMHeadModel, idx: torch.Tensor, steps: int) -> torch
     """transformers' own greedy decoding (with its own KV cache), never stopping early at EOS."""
     hf_model.generation_config.eos_token_id = None
     return hf_model.generate(
-        idx, attention_mask=torch.ones_like(idx), max_new_tokens=steps,
-        do_sample=False, pad_token_id=0,
+        idx,
+        attention_mask=torch.ones_like(idx),
+        max_new_tokens=steps,
+        do_sample=False,
+        pad_token_id=0,
     )
 
 

@@ -18,19 +18,34 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmlab"
 
 FLOORS = {
     "validate": 0,
-    "config": 1, "corpus": 1, "plots": 1, "metrics": 1,
-    "tokenizers": 2, "sampling": 2,
-    "model": 3, "sft": 3,
-    "analysis": 4, "hf": 4, "checkpoint": 4, "runtime": 4,
-    "data.sources": 4, "data.tokenizing": 4, "data.batches": 4,
+    "config": 1,
+    "corpus": 1,
+    "plots": 1,
+    "metrics": 1,
+    "tokenizers": 2,
+    "sampling": 2,
+    "model": 3,
+    "sft": 3,
+    "analysis": 4,
+    "hf": 4,
+    "checkpoint": 4,
+    "runtime": 4,
+    "data.sources": 4,
+    "data.tokenizing": 4,
+    "data.batches": 4,
     "data.prepare": 5,
-    "data": 6, "callbacks": 6,
+    "data": 6,
+    "callbacks": 6,
     "train": 7,
     "export": 5,
-    "finetune": 8, "widgets.base": 8,
-    "widgets.live": 9, "widgets.explorer": 9, "widgets.sampling": 9,
+    "finetune": 8,
+    "widgets.base": 8,
+    "widgets.live": 9,
+    "widgets.explorer": 9,
+    "widgets.sampling": 9,
     "widgets.experiment": 10,
-    "widgets": 11, "cli": 11,
+    "widgets": 11,
+    "cli": 11,
 }
 # The package facade and `python -m llmlab` sit above everything and import lazily.
 OUTSIDE = {"__init__", "__main__"}
@@ -86,19 +101,25 @@ def test_imports_only_lower_floors(name: str) -> None:
     imported = _llmlab_imports(modules[name], set(modules)) - {name}
     # A module may import its own submodules' package parent only through the submodules themselves.
     bad = sorted(m for m in imported if m in OUTSIDE or FLOORS.get(m, 99) >= FLOORS[name])
-    assert not bad, (f"llmlab.{name} (floor {FLOORS[name]}) imports {bad} "
-                     f"(floors {[FLOORS.get(m, 'facade') for m in bad]}): move the shared code down a floor.")
+    assert not bad, (
+        f"llmlab.{name} (floor {FLOORS[name]}) imports {bad} "
+        f"(floors {[FLOORS.get(m, 'facade') for m in bad]}): move the shared code down a floor."
+    )
 
 
 def test_the_checker_sees_lazy_and_package_imports(tmp_path: Path) -> None:
     src = tmp_path / "m.py"
-    src.write_text("def f():\n    from llmlab.data import TokenBatches\n    import llmlab.train\n"
-                   "from llmlab import plots, GPT\n", encoding="utf-8")
+    src.write_text(
+        "def f():\n    from llmlab.data import TokenBatches\n    import llmlab.train\nfrom llmlab import plots, GPT\n",
+        encoding="utf-8",
+    )
     assert _llmlab_imports(src, set(_modules())) == {"data", "train", "plots", "__init__"}
 
 
 def test_light_modules_stay_light() -> None:
     """Batching needs no `datasets`; the config needs no torch (both slow to import)."""
-    code = ("import sys, llmlab.config; assert 'torch' not in sys.modules, 'config imports torch'; "
-            "import llmlab.data.batches; assert 'datasets' not in sys.modules, 'batches imports datasets'")
+    code = (
+        "import sys, llmlab.config; assert 'torch' not in sys.modules, 'config imports torch'; "
+        "import llmlab.data.batches; assert 'datasets' not in sys.modules, 'batches imports datasets'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -183,10 +183,14 @@ def test_parameter_count_matches_formula(bias: bool) -> None:
     b = 1 if bias else 0
     per_block = (
         2 * (C + b * C)  # ln_1, ln_2
-        + C * 3 * C + b * 3 * C  # c_attn
-        + C * C + b * C  # attn.c_proj
-        + C * 4 * C + b * 4 * C  # mlp.c_fc
-        + 4 * C * C + b * C  # mlp.c_proj
+        + C * 3 * C
+        + b * 3 * C  # c_attn
+        + C * C
+        + b * C  # attn.c_proj
+        + C * 4 * C
+        + b * 4 * C  # mlp.c_fc
+        + 4 * C * C
+        + b * C  # mlp.c_proj
     )
     total = V * C + T * C + L * per_block + (C + b * C)  # wte (tied lm_head), wpe, blocks, ln_f
     assert model.num_parameters() == total
@@ -294,7 +298,7 @@ def test_generate_sentence_begins_with_prompt() -> None:
     assert len(text) > len("once upon a time")
     # exactly the greedy continuation of the encoded prompt
     ids = torch.tensor([tok.encode("once upon a time")])
-    expected = reference_greedy(model, ids, 20, window=16)[0, ids.size(1):].tolist()
+    expected = reference_greedy(model, ids, 20, window=16)[0, ids.size(1) :].tolist()
     assert text == "once upon a time" + tok.decode(expected)
     # seeded sampling through the manual's call is reproducible
     kw = dict(temperature=0.8, top_k=5, top_p=0.9)

@@ -6,14 +6,20 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from llmlab.config import ModelConfig
 from llmlab.model import GPT, MuonWithAdamW, Rotary
 
 BASE = dict(vocab_size=40, block_size=16, embedding_size=32, num_heads=4, depth=2)
-MODERN = dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
-              zero_init=True, logit_softcap=15.0)
+MODERN = dict(
+    position="rope",
+    norm="rmsnorm",
+    qk_norm=True,
+    activation="relu2",
+    tie_embeddings=False,
+    zero_init=True,
+    logit_softcap=15.0,
+)
 
 
 def _model(**options: object) -> GPT:
@@ -40,8 +46,10 @@ def test_rotary_equals_complex_rotation_and_depends_only_on_distance() -> None:
     torch.testing.assert_close(rot(x, past=5), expected, atol=1e-5, rtol=1e-5)
     # q . k after rotation depends only on the distance between the two positions.
     q, k = torch.randn(hs), torch.randn(hs)
+
     def score(m: int, n: int) -> float:
         return float(rot(q.view(1, 1, 1, hs), m).flatten() @ rot(k.view(1, 1, 1, hs), n).flatten())
+
     assert score(7, 3) == pytest.approx(score(12, 8), abs=1e-4) and score(7, 3) != pytest.approx(score(7, 4))
 
 
@@ -58,9 +66,10 @@ def test_rmsnorm_and_relu2_and_softcap_match_formulas() -> None:
     logits, _ = model(torch.randint(0, 40, (1, 8)))
     assert logits.abs().max() <= 2.0
     raw = model.lm_head(model.hidden_states(torch.randint(0, 40, (1, 8))))
-    torch.testing.assert_close(model.logits(model.hidden_states(torch.zeros(1, 1, dtype=torch.long))),
-                               2.0 * torch.tanh(model.lm_head(model.hidden_states(torch.zeros(1, 1, dtype=torch.long)))
-                                                / 2.0))
+    torch.testing.assert_close(
+        model.logits(model.hidden_states(torch.zeros(1, 1, dtype=torch.long))),
+        2.0 * torch.tanh(model.lm_head(model.hidden_states(torch.zeros(1, 1, dtype=torch.long))) / 2.0),
+    )
     assert raw.abs().max() > 2.0
 
 
@@ -126,9 +135,14 @@ def test_muon_for_hidden_matrices_adamw_for_the_rest_equals_the_two_torch_optimi
     hidden = [p for n, p in ref.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")]
     rest = [(n, p) for n, p in ref.named_parameters() if not (p.dim() == 2 and n.startswith("transformer.h."))]
     ref_muon = torch.optim.Muon(hidden, lr=0.02, weight_decay=0.1)
-    ref_adamw = torch.optim.AdamW([{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": 0.1},
-                                   {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}],
-                                  lr=1e-3, betas=(0.9, 0.95))
+    ref_adamw = torch.optim.AdamW(
+        [
+            {"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+        betas=(0.9, 0.95),
+    )
     idx = torch.randint(0, 40, (4, 16))
     for m, step in ((model, opt.step), (ref, lambda: (ref_muon.step(), ref_adamw.step()))):
         m(idx, idx)[1].backward()

@@ -90,7 +90,9 @@ def test_fast_mode_switch_and_llmlab_imports(name: str) -> None:
 def test_checks_against_llmlab_and_plots(name: str) -> None:
     code = _code(_read(name))
     wanted = 1 if name == "00_setup" else 3  # 00 checks the environment; the others check code against llmlab
-    assert len(re.findall(r"^\s*assert ", code, flags=re.M)) >= wanted, f"{name}: assert the from-scratch code against llmlab"
+    assert len(re.findall(r"^\s*assert ", code, flags=re.M)) >= wanted, (
+        f"{name}: assert the from-scratch code against llmlab"
+    )
     assert re.search(r"plots\.\w+\(", code), f"{name}: at least one figure from llmlab.plots"
 
 
@@ -101,7 +103,7 @@ def test_experiment_panel_is_exercised_without_a_browser() -> None:
     build = next(i for i, src in enumerate(cells) if "ExperimentPanel(" in src)
     assert cells[build].rstrip().endswith("panel")  # the panel is displayed by its own cell
     assert "panel.run(**panel.values())" in cells[build + 1] and "assert" in cells[build + 1]
-    assert any("panel.button.click()" in src and "assert len(panel.runs)" in src for src in cells[build + 1:])
+    assert any("panel.button.click()" in src and "assert len(panel.runs)" in src for src in cells[build + 1 :])
     assert "interact(" not in "\n".join(cells)
     code = "\n".join(cells)
     for slider in ("embedding_size", "num_heads", "depth", "max_lr"):

@@ -147,10 +147,13 @@ def _llmlab_imports(module: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module, allowed", [
-    ("runtime", {"llmlab.config"}),
-    ("callbacks", {"llmlab.config", "llmlab.metrics"}),
-    ("checkpoint", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
-])
+@pytest.mark.parametrize(
+    "module, allowed",
+    [
+        ("runtime", {"llmlab.config"}),
+        ("callbacks", {"llmlab.config", "llmlab.metrics"}),
+        ("checkpoint", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
+    ],
+)
 def test_lower_floors_do_not_import_upward(module: str, allowed: set[str]) -> None:
     assert _llmlab_imports(module) <= allowed

@@ -43,7 +43,9 @@ def test_speeches_and_examples_follow_the_dialogue() -> None:
     examples = dialogue_examples({"hamlet": PLAY})
     # Laer -> Oph -> Laer are consecutive; the stage direction breaks the chain before the last speech.
     assert [(e.speaker, e.reply) for e in examples] == [
-        ("Oph.", "Do you doubt that?"), ("Laer.", "For Hamlet, and the trifling of his favour.")]
+        ("Oph.", "Do you doubt that?"),
+        ("Laer.", "For Hamlet, and the trifling of his favour."),
+    ]
     assert examples[0].context == "My necessaries are embark'd: farewell."
 
 

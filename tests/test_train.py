@@ -72,8 +72,9 @@ def test_float16_uses_grad_scaler_and_bf16_does_not(char_data: Path, tiny_config
     assert tbf.scaler is None and tbf.dtype == torch.bfloat16
 
 
-def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(char_data: Path, tiny_config: TinyConfig,
-                                                                  tmp_path: Path) -> None:
+def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     trainer = Trainer(tiny_config(weight_decay=0.1), char_data, tmp_path / "out")
     opt = trainer.optimizer
     assert isinstance(opt, torch.optim.AdamW) and all(g["fused"] for g in opt.param_groups)
@@ -84,8 +85,9 @@ def test_cpu_optimizer_is_fused_adamw_with_decay_on_matrices_only(char_data: Pat
     assert opt.param_groups[0]["betas"] == (0.9, 0.99)
 
 
-def test_compile_flag_wraps_model_and_checkpoints_stay_plain(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compile_flag_wraps_model_and_checkpoints_stay_plain(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A stand-in for torch.compile with the same visible effect (an `_orig_mod.` wrapper), minus the
     # 40 s compile time: the flag must route training through the wrapper and keep checkpoints plain.
     calls: list[torch.nn.Module] = []
@@ -120,8 +122,9 @@ def test_cpu_threads_setting(char_data: Path, tiny_config: TinyConfig, tmp_path:
         Trainer(tiny_config(), char_data, tmp_path / "b", cpu_threads=0)
 
 
-def test_keyword_arguments_add_the_helper_callbacks(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyword_arguments_add_the_helper_callbacks(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from llmlab.callbacks import OOMRetry, StuckHint, ThreadTuner
 
     def kinds(**kw: object) -> list[type]:
@@ -162,8 +165,9 @@ def test_fit_trains_evaluates_and_checkpoints(char_data: Path, tiny_config: Tiny
     rec = Recorder()
     csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
     cfg = tiny_config(max_iters=30, eval_interval=10)
-    trainer = Trainer(cfg, char_data, tmp_path / "out", callbacks=[rec, MetricsLogger(csv_path),
-                                                                  MetricsLogger(jsonl_path)])
+    trainer = Trainer(
+        cfg, char_data, tmp_path / "out", callbacks=[rec, MetricsLogger(csv_path), MetricsLogger(jsonl_path)]
+    )
     assert trainer.config.model.vocab_size == trainer.tokenizer.vocab_size  # set from the data
     result = trainer.fit()
     assert rec.events == ["start", "end"]
@@ -180,8 +184,20 @@ def test_fit_trains_evaluates_and_checkpoints(char_data: Path, tiny_config: Tiny
     assert last["iter"] == 30
     best_eval = min((e for e in result.evals if e.step > 0), key=lambda e: e.val_loss)
     assert best["iter"] == best_eval.step and best["best_val_loss"] == pytest.approx(best_eval.val_loss)
-    assert set(last) >= {"model", "optimizer", "config", "tokenizer", "iter", "best_val_loss", "rng", "sampler",
-                         "data_meta", "format_version", "history", "train_seconds"}
+    assert set(last) >= {
+        "model",
+        "optimizer",
+        "config",
+        "tokenizer",
+        "iter",
+        "best_val_loss",
+        "rng",
+        "sampler",
+        "data_meta",
+        "format_version",
+        "history",
+        "train_seconds",
+    }
     # The manual's snippet on a real training checkpoint.
     model = GPT(trainer.config.model)
     model.load_state_dict(torch.load(tmp_path / "out" / "best_checkpoint.bin")["model"])
@@ -199,8 +215,9 @@ def test_fit_trains_evaluates_and_checkpoints(char_data: Path, tiny_config: Tiny
         trainer.fit()
 
 
-def test_what_the_data_decides_is_applied_and_said_once(char_data: Path, tiny_config: TinyConfig,
-                                                        tmp_path: Path) -> None:
+def test_what_the_data_decides_is_applied_and_said_once(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     # The config asks for BPE with 1,024 tokens; the data is character-level: the data wins, in one message.
     cfg = tiny_config(vocab_size=1024, tokenizer="bpe", max_iters=2, eval_interval=2)
     trainer = Trainer(cfg, char_data, tmp_path / "out")
@@ -214,8 +231,9 @@ def test_what_the_data_decides_is_applied_and_said_once(char_data: Path, tiny_co
     assert not [m for m in same.messages if "the config said" in m]
 
 
-def test_hooks_run_every_step_and_loss_is_reported_at_log_steps(char_data: Path, tiny_config: TinyConfig,
-                                                                tmp_path: Path) -> None:
+def test_hooks_run_every_step_and_loss_is_reported_at_log_steps(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     seen: list[tuple[str, int]] = []
 
     class Hooks(Callback):
@@ -239,15 +257,17 @@ def test_progress_bar_prints_evaluations(char_data: Path, tiny_config: TinyConfi
     import io
 
     out = io.StringIO()
-    Trainer(tiny_config(max_iters=10, eval_interval=5), char_data, tmp_path / "out",
-            callbacks=[ProgressBar(file=out)]).fit()
+    Trainer(
+        tiny_config(max_iters=10, eval_interval=5), char_data, tmp_path / "out", callbacks=[ProgressBar(file=out)]
+    ).fit()
     text = out.getvalue()
     assert "step 5: train" in text and "bits/byte" in text and "10/10" in text
     assert "Training on CPU" in text  # trainer messages go through the bar, not around it
 
 
-def test_train_step_equals_reference_with_accumulation(char_data: Path, tiny_config: TinyConfig,
-                                                       tmp_path: Path) -> None:
+def test_train_step_equals_reference_with_accumulation(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     """One step with 2 micro-batches of 3 == a plain AdamW step on the 6 sequences at once (with clipping)."""
     cfg = tiny_config(batch_size=3, grad_accum_steps=2, grad_clip=0.5, weight_decay=0.1)
     trainer = Trainer(cfg, char_data, tmp_path / "out")
@@ -267,9 +287,14 @@ def test_train_step_equals_reference_with_accumulation(char_data: Path, tiny_con
     ref_loss.backward()
     torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
     params = list(reference.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=lr, betas=(cfg.train.beta1, cfg.train.beta2))
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(cfg.train.beta1, cfg.train.beta2),
+    )
     opt.step()
     assert float(loss) == pytest.approx(float(ref_loss.detach()), rel=1e-5)
     for (name, p), q in zip(trainer.raw_model.named_parameters(), reference.parameters()):
@@ -298,8 +323,9 @@ def test_max_seconds_stops_on_wall_clock(char_data: Path, tiny_config: TinyConfi
 # ---- troubleshooting paths (injected failures) -------------------------------------------------------
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     trainer = Trainer(tiny_config(max_iters=30, eval_interval=10), char_data, out)
     real_forward = trainer.raw_model.forward
@@ -330,8 +356,9 @@ def _oom_forward(trainer: Trainer, above: int):  # type: ignore[no-untyped-def]
     return forward
 
 
-def test_oom_is_retried_with_smaller_micro_batch(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oom_is_retried_with_smaller_micro_batch(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = Trainer(tiny_config(batch_size=8, grad_accum_steps=1, max_iters=4), char_data, tmp_path / "out")
     monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
     result = trainer.fit()
@@ -341,9 +368,9 @@ def test_oom_is_retried_with_smaller_micro_batch(char_data: Path, tiny_config: T
     assert load_checkpoint(tmp_path / "out" / "last_checkpoint.bin")["config"]["train"]["batch_size"] == 2
 
 
-def test_second_oom_continues_the_batch_stream_with_fresh_batches(char_data: Path, tiny_config: TinyConfig,
-                                                                  tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_oom_continues_the_batch_stream_with_fresh_batches(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Regression: the stream used to be reseeded from the run's start after each retry, so after a second
     # out-of-memory error the model trained again on the windows it had seen after the first one.
     trainer = Trainer(tiny_config(batch_size=8, max_iters=12, eval_interval=100), char_data, tmp_path / "out")
@@ -373,14 +400,16 @@ def test_second_oom_continues_the_batch_stream_with_fresh_batches(char_data: Pat
     assert not replayed, f"after the second retry, micro-batches {replayed} replay earlier windows"
 
 
-def test_an_on_oom_callback_chooses_the_micro_batch(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_on_oom_callback_chooses_the_micro_batch(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Quarter(Callback):
         def on_oom(self, trainer: Trainer, error: BaseException) -> int | None:
             return trainer.config.train.batch_size // 4
 
-    trainer = Trainer(tiny_config(batch_size=8, max_iters=3), char_data, tmp_path / "out", callbacks=[Quarter()],
-                      oom_retry=False)
+    trainer = Trainer(
+        tiny_config(batch_size=8, max_iters=3), char_data, tmp_path / "out", callbacks=[Quarter()], oom_retry=False
+    )
     monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
     assert trainer.fit().final_step == 3
     assert (trainer.config.train.batch_size, trainer.config.train.grad_accum_steps) == (2, 4)
@@ -395,12 +424,16 @@ def test_an_on_oom_callback_chooses_the_micro_batch(char_data: Path, tiny_config
         bad.fit()
 
 
-def test_oom_without_retry_says_what_fits(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oom_without_retry_says_what_fits(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = Trainer(tiny_config(batch_size=6, grad_accum_steps=2), char_data, tmp_path / "out", oom_retry=False)
     monkeypatch.setattr(trainer.raw_model, "forward", _oom_forward(trainer, above=2))
-    with pytest.raises(TrainingError, match=r"out of memory.*batch_size=6, block_size=16, grad_accum_steps=2.*"
-                                            r"--set batch_size=3 grad_accum_steps=4"):
+    with pytest.raises(
+        TrainingError,
+        match=r"out of memory.*batch_size=6, block_size=16, grad_accum_steps=2.*"
+        r"--set batch_size=3 grad_accum_steps=4",
+    ):
         trainer.fit()
     # At batch 1 the only way left is a shorter context or a smaller model.
     t1 = Trainer(tiny_config(batch_size=1), char_data, tmp_path / "o1")
@@ -409,8 +442,9 @@ def test_oom_without_retry_says_what_fits(char_data: Path, tiny_config: TinyConf
         t1.fit()
 
 
-def test_stuck_val_loss_gives_a_hint(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stuck_val_loss_gives_a_hint(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), char_data, tmp_path / "out")
     losses = iter([(3.0, 3.0), (2.5, 2.5), (2.6, 2.55), (2.6, 2.52), (2.6, 2.51), (2.6, 2.6), (2.6, 2.6)])
     monkeypatch.setattr(trainer, "evaluate", lambda: next(losses))
@@ -419,8 +453,9 @@ def test_stuck_val_loss_gives_a_hint(char_data: Path, tiny_config: TinyConfig, t
     assert len(hints) == 1 and "not improved for 3 evaluations" in hints[0] and "max_lr" in hints[0]
 
 
-def test_no_hint_while_improving(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_hint_while_improving(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = Trainer(tiny_config(max_iters=12, eval_interval=2), char_data, tmp_path / "out")
     losses = iter([(3.0 - 0.1 * i, 3.0 - 0.1 * i) for i in range(7)])
     monkeypatch.setattr(trainer, "evaluate", lambda: next(losses))
@@ -430,8 +465,9 @@ def test_no_hint_while_improving(char_data: Path, tiny_config: TinyConfig, tmp_p
 # ---- resume bad inputs --------------------------------------------------------------------------------
 
 
-def test_resume_from_a_loaded_state_reads_no_file(char_data: Path, tiny_config: TinyConfig, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_a_loaded_state_reads_no_file(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from llmlab.checkpoint import load_resume_state
 
     out = tmp_path / "out"
@@ -442,14 +478,16 @@ def test_resume_from_a_loaded_state_reads_no_file(char_data: Path, tiny_config: 
     assert resumed.start_iter == 10 and [e.step for e in resumed.result.evals] == [0, 10]
 
 
-def test_resume_without_checkpoint_says_how_to_start_fresh(char_data: Path, tiny_config: TinyConfig,
-                                                           tmp_path: Path) -> None:
+def test_resume_without_checkpoint_says_how_to_start_fresh(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from.*without --resume"):
         Trainer(tiny_config(), char_data, tmp_path / "empty", resume=True)
 
 
-def test_resume_into_other_architecture_refused_nothing_overwritten(char_data: Path, tiny_config: TinyConfig,
-                                                                    tmp_path: Path) -> None:
+def test_resume_into_other_architecture_refused_nothing_overwritten(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     Trainer(tiny_config(max_iters=10), char_data, out).fit()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -458,13 +496,23 @@ def test_resume_into_other_architecture_refused_nothing_overwritten(char_data: P
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-MODERN = dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
-              zero_init=True, logit_softcap=15.0, optimizer="muon", muon_lr=0.02)
+MODERN = dict(
+    position="rope",
+    norm="rmsnorm",
+    qk_norm=True,
+    activation="relu2",
+    tie_embeddings=False,
+    zero_init=True,
+    logit_softcap=15.0,
+    optimizer="muon",
+    muon_lr=0.02,
+)
 
 
 @pytest.mark.parametrize("options", [{}, MODERN], ids=["gpt2", "modern+muon"])
-def test_resume_in_process_continues_where_it_stopped(char_data: Path, tiny_config: TinyConfig,
-                                                      tmp_path: Path, options: dict) -> None:
+def test_resume_in_process_continues_where_it_stopped(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, options: dict
+) -> None:
     threads = torch.get_num_threads()  # a fixed thread count: bit-exact comparisons need one
     base = tiny_config
     tiny_config = lambda **kw: base(**options, **kw)  # noqa: E731 - the same settings for all three runs
@@ -485,8 +533,9 @@ def test_resume_in_process_continues_where_it_stopped(char_data: Path, tiny_conf
     assert full.evals[-1].val_loss < full.evals[0].val_loss  # and it learns
 
 
-def test_muon_groups_follow_the_schedule_at_their_own_rate(char_data: Path, tiny_config: TinyConfig,
-                                                           tmp_path: Path) -> None:
+def test_muon_groups_follow_the_schedule_at_their_own_rate(
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
+) -> None:
     trainer = Trainer(tiny_config(**MODERN, max_iters=4), char_data, tmp_path / "out")
     trainer.train_step(1e-3)
     lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups})
@@ -507,13 +556,13 @@ def test_cuda_path_trains(char_data: Path, tiny_config: TinyConfig, tmp_path: Pa
 
 
 def test_best_checkpoint_is_written_even_if_training_never_beats_the_untrained_model(
-        char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    char_data: Path, tiny_config: TinyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A run whose val loss only rises (too high a learning rate, say) must still leave a best_checkpoint.bin
     # for `llmlab generate`: step 0 (the untrained model, never saved) cannot be "best".
     losses = iter([(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)])
     monkeypatch.setattr(Trainer, "evaluate", lambda self: next(losses))
-    result = Trainer(tiny_config(max_iters=20, eval_interval=10), char_data, tmp_path / "out",
-                     cpu_threads=1).fit()
+    result = Trainer(tiny_config(max_iters=20, eval_interval=10), char_data, tmp_path / "out", cpu_threads=1).fit()
     assert [e.val_loss for e in result.evals] == [1.0, 2.0, 3.0]
     best = load_checkpoint(tmp_path / "out" / "best_checkpoint.bin")
     assert best["iter"] == 10 and best["best_val_loss"] == pytest.approx(2.0)

@@ -47,8 +47,9 @@ def _curve(path: Path) -> list[tuple]:
 
 
 @pytest.mark.slow  # subprocesses, SIGKILL, ~20 s
-def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(char_data: Path, tiny_config: Callable[..., Config],
-                                                                tmp_path: Path) -> None:
+def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(
+    char_data: Path, tiny_config: Callable[..., Config], tmp_path: Path
+) -> None:
     data_dir = char_data  # read only: every run writes under tmp_path
     config = json.dumps(tiny_config(max_iters=30, eval_interval=10).to_dict())
     script = tmp_path / "run.py"
@@ -56,13 +57,18 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(char_data: Path,
 
     # The reference: one uninterrupted run.
     full = tmp_path / "full.jsonl"
-    subprocess.run([sys.executable, str(script), config, str(data_dir), str(tmp_path / "full"), str(full), "0"],
-                   check=True, env=_env(), timeout=120)
+    subprocess.run(
+        [sys.executable, str(script), config, str(data_dir), str(tmp_path / "full"), str(full), "0"],
+        check=True,
+        env=_env(),
+        timeout=120,
+    )
 
     # The same run, killed with SIGKILL once step 14 is logged (checkpoint at step 10 is on disk by then).
     out, metrics = tmp_path / "killed", tmp_path / "killed.jsonl"
-    proc = subprocess.Popen([sys.executable, str(script), config, str(data_dir), str(out), str(metrics), "0.05"],
-                            env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(script), config, str(data_dir), str(out), str(metrics), "0.05"], env=_env()
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -78,8 +84,20 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(char_data: Path,
     assert 14 <= killed_at < 30
 
     # Resume through the command line, as a learner would.
-    cmd = [sys.executable, "-m", "llmlab", "train", "--resume", "--data", str(data_dir), "--out", str(out),
-           "--metrics", str(metrics), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmlab",
+        "train",
+        "--resume",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+        "--quiet",
+    ]
     done = subprocess.run(cmd, env=_env(), timeout=120, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 

@@ -23,11 +23,19 @@ def test_check_int_accepts_and_returns() -> None:
     assert check_int("n", 1, 1) == 1 and check_int("n", 0) == 0
 
 
-@pytest.mark.parametrize(("value", "kwargs"), [
-    (math.nan, {}), (math.inf, {}), (True, {}), ("1", {}),
-    (0.0, {"low": 0.0, "low_open": True}), (1.5, {"low": 0.0, "high": 1.0}), (1.0, {"high": 1.0, "high_open": True}),
-    (-0.1, {"low": 0.0}),
-])
+@pytest.mark.parametrize(
+    ("value", "kwargs"),
+    [
+        (math.nan, {}),
+        (math.inf, {}),
+        (True, {}),
+        ("1", {}),
+        (0.0, {"low": 0.0, "low_open": True}),
+        (1.5, {"low": 0.0, "high": 1.0}),
+        (1.0, {"high": 1.0, "high_open": True}),
+        (-0.1, {"low": 0.0}),
+    ],
+)
 def test_check_number_refuses(value: object, kwargs: dict) -> None:
     with pytest.raises(ValueError, match="x="):
         check_number("x", value, **kwargs)

@@ -15,8 +15,10 @@ from llmlab.model import GPT
 from llmlab.tokenizers import get_tokenizer
 from llmlab.train import EvalInfo, StepInfo, lr_at
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 40
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = root / "corpus"
     src.mkdir()
     for i in range(10):  # ten "documents", so the document-level split has a validation part
-        (src / f"doc{i}.txt").write_text(TEXT[i * 300:] + TEXT[: i * 300], encoding="utf-8")
+        (src / f"doc{i}.txt").write_text(TEXT[i * 300 :] + TEXT[: i * 300], encoding="utf-8")
     out = root / "data"
     prepare(source=str(src), tokenizer="char", out_dir=out, progress=False)
     return out
@@ -36,8 +38,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tiny_base() -> Config:
     return Config(
         model=ModelConfig(vocab_size=64, block_size=16, embedding_size=32, num_heads=2, depth=1),
-        train=TrainConfig(batch_size=4, max_iters=6, max_lr=3e-3, min_lr=3e-4, warmup_iters=1, eval_interval=3,
-                          eval_iters=1, log_interval=1, device="cpu", compile="false"),
+        train=TrainConfig(
+            batch_size=4,
+            max_iters=6,
+            max_lr=3e-3,
+            min_lr=3e-4,
+            warmup_iters=1,
+            eval_interval=3,
+            eval_iters=1,
+            log_interval=1,
+            device="cpu",
+            compile="false",
+        ),
     )
 
 
@@ -132,8 +144,12 @@ def test_experiment_panel_trains_through_run_and_through_the_button(data_dir: Pa
     assert math.isfinite(record.final_val_loss) and record.final_val_loss < record.result.evals[0].val_loss
     assert record.final_val_loss == record.result.evals[-1].val_loss
     assert record.val_bpb == pytest.approx(record.result.evals[-1].val_bpb)
-    assert record.num_parameters == GPT(ModelConfig(vocab_size=_vocab(data_dir), block_size=16, embedding_size=32,
-                                                    num_heads=2, depth=1)).num_parameters()
+    assert (
+        record.num_parameters
+        == GPT(
+            ModelConfig(vocab_size=_vocab(data_dir), block_size=16, embedding_size=32, num_heads=2, depth=1)
+        ).num_parameters()
+    )
     assert [s for s, _ in record.val_curve] == list(range(7))  # 6 steps // 6 evaluations per run: every step
     assert (tmp_path / "runs" / "run-1" / "best_checkpoint.bin").exists()
 
@@ -184,7 +200,8 @@ def test_parameter_explorer_updates_and_adjusts_heads() -> None:
     assert f"{sum(counts.values()):,} parameters" in explorer.text.value
     explorer.embedding_size.value = 256  # 6 does not divide 256
     assert 256 % explorer.num_heads.value == 0
-    assert f"{sum(widgets.parameters_by_component(ModelConfig(**{**base.__dict__, 'embedding_size': 256, 'num_heads': explorer.num_heads.value})).values()):,}" in explorer.text.value
+    shape = ModelConfig(**{**base.__dict__, "embedding_size": 256, "num_heads": explorer.num_heads.value})
+    assert f"{sum(widgets.parameters_by_component(shape).values()):,}" in explorer.text.value
     with pytest.raises(ValueError, match="num_heads"):
         explorer.update(embedding_size=100, num_heads=3, depth=1)
 
@@ -235,8 +252,9 @@ def test_sampling_panel_stages_follow_the_transforms() -> None:
 
 def test_sampling_panel_leaves_the_callers_model_in_training_mode() -> None:
     tok = get_tokenizer("char", text=TEXT)
-    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=16, num_heads=2, depth=1,
-                            dropout=0.1))
+    model = GPT(
+        ModelConfig(vocab_size=tok.vocab_size, block_size=16, embedding_size=16, num_heads=2, depth=1, dropout=0.1)
+    )
     model.train()
     panel = widgets.SamplingPanel(model, tok, "First ", max_new_tokens=4)
     assert model.training  # the panel's forward pass and samples ran in eval mode, then restored train mode

@@ -12,7 +12,8 @@ The pattern, so the same code runs with and without a browser:
 from __future__ import annotations
 
 import html
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as W
 from IPython.display import clear_output, display

@@ -4,8 +4,9 @@ and every run kept, overlaid on one chart and listed in a table."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ipywidgets as W
 from matplotlib.figure import Figure
@@ -50,15 +51,37 @@ class ExperimentPanel(Panel):
         emb = m.embedding_size if m.embedding_size in self.EMBEDDING_SIZES else 128
         style = {"description_width": "120px"}
         layout = W.Layout(width="420px")
-        self.embedding_size = W.SelectionSlider(options=list(self.EMBEDDING_SIZES), value=emb,
-                                                description="embedding_size", style=style, layout=layout)
-        self.num_heads = W.SelectionSlider(options=divisors(emb, 16), value=nearest_heads(emb, m.num_heads),
-                                           description="num_heads", style=style, layout=layout)
+        self.embedding_size = W.SelectionSlider(
+            options=list(self.EMBEDDING_SIZES), value=emb, description="embedding_size", style=style, layout=layout
+        )
+        self.num_heads = W.SelectionSlider(
+            options=divisors(emb, 16),
+            value=nearest_heads(emb, m.num_heads),
+            description="num_heads",
+            style=style,
+            layout=layout,
+        )
         self.depth = W.IntSlider(value=m.depth, min=1, max=8, description="depth", style=style, layout=layout)
-        self.max_lr = W.FloatLogSlider(value=t.max_lr, base=10, min=-4.5, max=-1.5, step=0.25,
-                                       readout_format=".1e", description="max_lr", style=style, layout=layout)
-        self.steps = W.IntSlider(value=steps, min=min(steps, 20), max=max(max_steps, steps), step=10,
-                                 description="steps", style=style, layout=layout)
+        self.max_lr = W.FloatLogSlider(
+            value=t.max_lr,
+            base=10,
+            min=-4.5,
+            max=-1.5,
+            step=0.25,
+            readout_format=".1e",
+            description="max_lr",
+            style=style,
+            layout=layout,
+        )
+        self.steps = W.IntSlider(
+            value=steps,
+            min=min(steps, 20),
+            max=max(max_steps, steps),
+            step=10,
+            description="steps",
+            style=style,
+            layout=layout,
+        )
         self.button = W.Button(description="Train", button_style="success", icon="play")
         self.note = W.HTML()
         self.status = W.HTML("<i>Ready.</i>")
@@ -68,8 +91,17 @@ class ExperimentPanel(Panel):
         self.table = W.HTML(runs_table_html([]))
         self.embedding_size.observe(self._on_embedding_change, names="value")
         self.button.on_click(self._on_click)
-        controls = W.VBox([self.embedding_size, self.num_heads, self.depth, self.max_lr, self.steps,
-                           W.HBox([self.button, self.status]), self.note])
+        controls = W.VBox(
+            [
+                self.embedding_size,
+                self.num_heads,
+                self.depth,
+                self.max_lr,
+                self.steps,
+                W.HBox([self.button, self.status]),
+                self.note,
+            ]
+        )
         self.widget = W.VBox([controls, self.live, W.HTML("<b>All runs</b>"), self.chart, self.table])
 
     def _on_embedding_change(self, change: Mapping[str, Any]) -> None:
@@ -79,9 +111,11 @@ class ExperimentPanel(Panel):
         self.num_heads.options = options  # resets value: set it back explicitly
         self.num_heads.value = chosen
         if chosen != wanted:
-            self.note.value = (f"<span style='color:#b35900'>num_heads={wanted} does not divide embedding_size={emb} "
-                               f"(each head gets embedding_size / num_heads channels), so num_heads is now {chosen}. "
-                               f"Possible: {options}.</span>")
+            self.note.value = (
+                f"<span style='color:#b35900'>num_heads={wanted} does not divide embedding_size={emb} "
+                f"(each head gets embedding_size / num_heads channels), so num_heads is now {chosen}. "
+                f"Possible: {options}.</span>"
+            )
         else:
             self.note.value = ""
 
@@ -110,13 +144,20 @@ class ExperimentPanel(Panel):
         warmup = min(self.base.train.warmup_iters, max(steps // 10, 0))
         interval = max(math.ceil(steps / self.evals_per_run), 1)  # about evals_per_run evaluations
         return self.base.override(
-            embedding_size=embedding_size, num_heads=num_heads, depth=depth,
-            max_lr=float(max_lr), min_lr=float(max_lr) / 10, max_iters=steps, warmup_iters=warmup,
-            eval_interval=interval, log_interval=max(1, min(self.base.train.log_interval, interval)),
+            embedding_size=embedding_size,
+            num_heads=num_heads,
+            depth=depth,
+            max_lr=float(max_lr),
+            min_lr=float(max_lr) / 10,
+            max_iters=steps,
+            warmup_iters=warmup,
+            eval_interval=interval,
+            log_interval=max(1, min(self.base.train.log_interval, interval)),
         )
 
-    def run(self, embedding_size: int, num_heads: int, depth: int, max_lr: float, steps: int,
-            output: W.Output | None = None) -> RunRecord:
+    def run(
+        self, embedding_size: int, num_heads: int, depth: int, max_lr: float, steps: int, output: W.Output | None = None
+    ) -> RunRecord:
         """Train one run with these settings, plot it live, add it to the comparison chart and table.
 
         ``output=None`` (a plain cell) plots at the top level of the cell; the Train button passes the
@@ -125,8 +166,9 @@ class ExperimentPanel(Panel):
         config = self.config_for(embedding_size, num_heads, depth, max_lr, steps)  # validates first
         index = len(self.runs) + 1
         label = f"#{index} C={embedding_size} h={num_heads} d={depth} lr={max_lr:.0e}"
-        live = LivePlot(label=label, output=output, previous=self.runs, title="Live loss",
-                        seen_messages=self._seen_messages)
+        live = LivePlot(
+            label=label, output=output, previous=self.runs, title="Live loss", seen_messages=self._seen_messages
+        )
         record = run_experiment(config, self.data_dir, self.out_dir / f"run-{index}", label=label, live=live)
         record.settings["steps"] = steps
         self.runs.append(record)
@@ -151,7 +193,9 @@ class ExperimentPanel(Panel):
         try:
             record = self.guarded(lambda **v: self.run(**v, output=self.live))
             if record is not None:
-                self.status.value = (f"Run #{len(self.runs)} done: val loss {record.final_val_loss:.3f} "
-                                     f"({record.val_bpb:.3f} bits/byte), {record.tokens_per_sec:,.0f} tokens/s.")
+                self.status.value = (
+                    f"Run #{len(self.runs)} done: val loss {record.final_val_loss:.3f} "
+                    f"({record.val_bpb:.3f} bits/byte), {record.tokens_per_sec:,.0f} tokens/s."
+                )
         finally:
             self.button.disabled = False

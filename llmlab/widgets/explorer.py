@@ -3,7 +3,8 @@ schedule (notebook 04)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ipywidgets as W
 
@@ -28,10 +29,12 @@ class ParameterExplorer(Panel):
         self.batch_size = batch_size
         style = {"description_width": "120px"}
         emb = self.base.embedding_size
-        self.embedding_size = W.IntSlider(value=emb, min=32, max=1536, step=32, description="embedding_size",
-                                          style=style)
-        self.num_heads = W.SelectionSlider(options=divisors(emb, 32), value=self.base.num_heads,
-                                           description="num_heads", style=style)
+        self.embedding_size = W.IntSlider(
+            value=emb, min=32, max=1536, step=32, description="embedding_size", style=style
+        )
+        self.num_heads = W.SelectionSlider(
+            options=divisors(emb, 32), value=self.base.num_heads, description="num_heads", style=style
+        )
         self.depth = W.IntSlider(value=self.base.depth, min=1, max=48, description="depth", style=style)
         self.message = W.HTML()
         self.plot = W.Output()
@@ -46,8 +49,11 @@ class ParameterExplorer(Panel):
         return self.message
 
     def values(self) -> dict[str, int]:
-        return {"embedding_size": int(self.embedding_size.value), "num_heads": int(self.num_heads.value),
-                "depth": int(self.depth.value)}
+        return {
+            "embedding_size": int(self.embedding_size.value),
+            "num_heads": int(self.num_heads.value),
+            "depth": int(self.depth.value),
+        }
 
     def _changed(self, change: Mapping[str, Any] | None) -> None:
         if change is not None and change.get("owner") is self.embedding_size:
@@ -60,8 +66,13 @@ class ParameterExplorer(Panel):
     def update(self, embedding_size: int, num_heads: int, depth: int) -> tuple[dict[str, int], dict[str, float]]:
         """Parameter counts by component and a memory estimate for this shape; redraws the panel."""
         config = ModelConfig(
-            vocab_size=self.base.vocab_size, block_size=self.base.block_size, embedding_size=embedding_size,
-            num_heads=num_heads, depth=depth, dropout=0.0, bias=self.base.bias,
+            vocab_size=self.base.vocab_size,
+            block_size=self.base.block_size,
+            embedding_size=embedding_size,
+            num_heads=num_heads,
+            depth=depth,
+            dropout=0.0,
+            bias=self.base.bias,
         )  # ModelConfig validates (e.g. num_heads must divide embedding_size)
         counts = parameters_by_component(config)
         memory = memory_estimate(config, self.batch_size)
@@ -86,10 +97,19 @@ class LRSchedulePanel(Panel):
     def __init__(self, base: TrainConfig | None = None) -> None:
         self.base = base or get_preset("cpu_small").train
         style = {"description_width": "100px"}
-        self.max_lr = W.FloatLogSlider(value=self.base.max_lr, base=10, min=-4.5, max=-1.5, step=0.25,
-                                       readout_format=".1e", description="max_lr", style=style)
-        self.warmup_iters = W.IntSlider(value=self.base.warmup_iters, min=0, max=self.base.max_iters // 2,
-                                        description="warmup_iters", style=style)
+        self.max_lr = W.FloatLogSlider(
+            value=self.base.max_lr,
+            base=10,
+            min=-4.5,
+            max=-1.5,
+            step=0.25,
+            readout_format=".1e",
+            description="max_lr",
+            style=style,
+        )
+        self.warmup_iters = W.IntSlider(
+            value=self.base.warmup_iters, min=0, max=self.base.max_iters // 2, description="warmup_iters", style=style
+        )
         self.plot = W.Output()
         self.message = W.HTML()
         for w in (self.max_lr, self.warmup_iters):

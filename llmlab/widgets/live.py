@@ -10,9 +10,10 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ipywidgets as W
 from IPython.display import clear_output, display
@@ -40,7 +41,7 @@ class LivePlot(Callback):
         self,
         label: str = "run",
         output: W.Output | None = None,
-        previous: Sequence["RunRecord"] = (),
+        previous: Sequence[RunRecord] = (),
         min_interval: float = 2.0,
         title: str = "Training",
         seen_messages: set[str] | None = None,
@@ -196,19 +197,50 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
     """An HTML table of runs: settings, parameters, tokens/s, final val loss and bits-per-byte (best in bold)."""
     if not records:
         return "<p><i>No runs yet: choose settings and press <b>Train</b>.</i></p>"
-    best = min(range(len(records)), key=lambda i: records[i].final_val_loss if math.isfinite(records[i].final_val_loss) else math.inf)
-    head = ["#", "run", "embedding_size", "num_heads", "depth", "max_lr", "steps", "parameters", "tokens/s",
-            "seconds", "val loss", "val bits/byte"]
+    best = min(
+        range(len(records)),
+        key=lambda i: records[i].final_val_loss if math.isfinite(records[i].final_val_loss) else math.inf,
+    )
+    head = [
+        "#",
+        "run",
+        "embedding_size",
+        "num_heads",
+        "depth",
+        "max_lr",
+        "steps",
+        "parameters",
+        "tokens/s",
+        "seconds",
+        "val loss",
+        "val bits/byte",
+    ]
     rows = []
     for i, r in enumerate(records):
         s = r.settings
-        cells = [str(i + 1), html.escape(r.label), str(s["embedding_size"]), str(s["num_heads"]), str(s["depth"]),
-                 f"{s['max_lr']:.1e}", str(s["steps"]), plots.human_count(r.num_parameters),
-                 f"{r.tokens_per_sec:,.0f}", f"{r.seconds:.0f}", f"{r.final_val_loss:.3f}", f"{r.val_bpb:.3f}"]
+        cells = [
+            str(i + 1),
+            html.escape(r.label),
+            str(s["embedding_size"]),
+            str(s["num_heads"]),
+            str(s["depth"]),
+            f"{s['max_lr']:.1e}",
+            str(s["steps"]),
+            plots.human_count(r.num_parameters),
+            f"{r.tokens_per_sec:,.0f}",
+            f"{r.seconds:.0f}",
+            f"{r.final_val_loss:.3f}",
+            f"{r.val_bpb:.3f}",
+        ]
         color = plots.color_for(i)
         swatch = f"<span style='color:rgb({','.join(str(int(255 * c)) for c in color)})'>&#9632;</span> "
         cells[1] = swatch + cells[1]
         style = " style='font-weight:bold'" if i == best else ""
         rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    return (
+        "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )

@@ -30,7 +30,7 @@ class SamplingPanel(Panel):
         self.model, self.tokenizer, self.prompt = model, tokenizer, prompt
         self.max_new_tokens, self.seed = max_new_tokens, seed
         self.device = next(model.parameters()).device
-        ids = tokenizer.encode(prompt)[-model.config.block_size:]
+        ids = tokenizer.encode(prompt)[-model.config.block_size :]
         was_training = model.training
         try:
             model.eval()  # no dropout in the distribution we show
@@ -41,10 +41,12 @@ class SamplingPanel(Panel):
         self.logits = logits[0, -1].float().cpu()  # (V,) the next token after the prompt
         self.labels = [tokenizer.decode([i]) for i in range(self.logits.numel())]
         style = {"description_width": "100px"}
-        self.temperature = W.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature",
-                                         style=style)
-        self.top_k = W.IntSlider(value=0, min=0, max=min(100, self.logits.numel()), description="top_k (0=off)",
-                                 style=style)
+        self.temperature = W.FloatSlider(
+            value=1.0, min=0.05, max=2.0, step=0.05, description="temperature", style=style
+        )
+        self.top_k = W.IntSlider(
+            value=0, min=0, max=min(100, self.logits.numel()), description="top_k (0=off)", style=style
+        )
         self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p (1=off)", style=style)
         self.plot = W.Output()
         self.message = W.HTML()
@@ -59,8 +61,11 @@ class SamplingPanel(Panel):
         return self.message
 
     def values(self) -> dict[str, Any]:
-        return {"temperature": float(self.temperature.value), "top_k": int(self.top_k.value),
-                "top_p": float(self.top_p.value)}
+        return {
+            "temperature": float(self.temperature.value),
+            "top_k": int(self.top_k.value),
+            "top_p": float(self.top_p.value),
+        }
 
     def distributions(self, temperature: float, top_k: int, top_p: float) -> dict[str, torch.Tensor]:
         """Probabilities after each transform, in the order ``sample_next`` applies them."""
@@ -80,12 +85,21 @@ class SamplingPanel(Panel):
         stages = self.distributions(temperature, top_k, top_p)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         text = self.model.generate_sentence(  # generate() restores the model's mode itself
-            self.prompt, self.model.config.block_size, self.max_new_tokens, self.tokenizer, self.device,
-            temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1.0 else None, generator=generator,
+            self.prompt,
+            self.model.config.block_size,
+            self.max_new_tokens,
+            self.tokenizer,
+            self.device,
+            temperature=temperature,
+            top_k=top_k or None,
+            top_p=top_p if top_p < 1.0 else None,
+            generator=generator,
         )
         self.last_text = text
         self.message.value = f"<pre style='white-space:pre-wrap'>{html.escape(text)}</pre>"
         if in_notebook():
-            show_in(self.plot, plots.next_token_bars(stages, self.labels, top=12,
-                                                     title=f"Next token after {self.prompt[-30:]!r}"))
+            show_in(
+                self.plot,
+                plots.next_token_bars(stages, self.labels, top=12, title=f"Next token after {self.prompt[-30:]!r}"),
+            )
         return stages
