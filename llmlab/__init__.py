@@ -5,12 +5,12 @@ The package is layered in the order the course teaches; a module imports only mo
 
 - floor 0-1 ``validate``, ``config`` (dataclasses, presets), ``corpus`` (embedded Shakespeare),
   ``plots`` (matplotlib figures), ``metrics`` (bits per byte)
-- floor 2   ``tokenizers`` (char, trained BPE, GPT-2 BPE), ``sampling`` (temperature, top-k, top-p)
-- floor 3   ``model`` (the GPT, KV-cache generation)
+- floor 2   ``tokenizers`` (char, trained BPE, GPT-2 BPE, chat special tokens), ``sampling``
+- floor 3   ``model`` (the GPT with its modern options, KV-cache generation), ``sft`` (fine-tuning data)
 - floor 4   ``analysis`` (parameter and memory counts), ``hf`` (GPT-2 <-> transformers), ``checkpoint``,
-  ``runtime`` (device, precision, compile, DDP), ``data.sources``, ``data.batches``
-- floor 5-6 ``data.prepare``, ``data``, ``callbacks`` (progress bar, metrics log, hints)
-- floor 7   ``train`` (the Trainer: one loop)
+  ``runtime`` (device, precision, compile, DDP), ``data.sources``, ``data.tokenizing``, ``data.batches``
+- floor 5-6 ``data.prepare``, ``export``, ``data``, ``callbacks`` (progress bar, metrics log, opt-in hints)
+- floor 7-8 ``train`` (the Trainer: one loop), ``finetune``
 - top       ``widgets`` (notebook panels), ``cli`` (the ``llmlab`` command)
 """
 
