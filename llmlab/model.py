@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmlab.config import Config, ModelConfig
+from llmlab.muon import Muon
 from llmlab.sampling import sample_next
 from llmlab.validate import check_choice, check_int, check_number
 
@@ -435,7 +436,7 @@ class GPT(nn.Module):
         Uses torch's fused kernel on CUDA and CPU: one call updates every tensor, instead of a per-parameter
         loop (on CPU the update of a cpu_small step went from 5.9 ms to 1.3 ms, see bench/train.py).
 
-        ``optimizer="muon"``: the blocks' weight matrices go to ``torch.optim.Muon`` (momentum, then the
+        ``optimizer="muon"``: the blocks' weight matrices go to :class:`llmlab.muon.Muon` (momentum, then the
         update orthogonalised by Newton-Schulz, so every direction of a matrix moves at the same rate;
         Jordan et al., 2024) at ``muon_lr``; embeddings, the output head and all 1-D gains stay on AdamW,
         as in modded-nanogpt. Each param group carries ``lr_scale`` (its lr / ``lr``) for the schedule.
@@ -452,7 +453,7 @@ class GPT(nn.Module):
         adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
         if not hidden:
             return adamw
-        muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr, weight_decay=weight_decay)
+        muon = Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr, weight_decay=weight_decay)
         return MuonWithAdamW(muon, adamw)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:

@@ -24,6 +24,7 @@ FLOORS = {
     "metrics": 1,
     "tokenizers": 2,
     "sampling": 2,
+    "muon": 2,
     "model": 3,
     "sft": 3,
     "analysis": 4,

@@ -9,6 +9,7 @@ import torch
 
 from llmlab.config import ModelConfig
 from llmlab.model import GPT, MuonWithAdamW, Rotary
+from llmlab.muon import Muon, newton_schulz
 
 BASE = dict(vocab_size=40, block_size=16, embedding_size=32, num_heads=4, depth=2)
 MODERN = dict(
@@ -134,7 +135,7 @@ def test_muon_for_hidden_matrices_adamw_for_the_rest_equals_the_two_torch_optimi
     # Reference: the two torch optimizers built by hand on the same split.
     hidden = [p for n, p in ref.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")]
     rest = [(n, p) for n, p in ref.named_parameters() if not (p.dim() == 2 and n.startswith("transformer.h."))]
-    ref_muon = torch.optim.Muon(hidden, lr=0.02, weight_decay=0.1)
+    ref_muon = Muon(hidden, lr=0.02, weight_decay=0.1)
     ref_adamw = torch.optim.AdamW(
         [
             {"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": 0.1},
@@ -174,3 +175,35 @@ def test_bad_option_values_are_refused() -> None:
         ModelConfig(vocab_size=10, block_size=8, embedding_size=12, num_heads=4, position="rope")
     with pytest.raises(ValueError, match="logit_softcap"):
         ModelConfig(**BASE, logit_softcap=-1.0)
+
+
+def test_muon_equals_torch_muon_when_run_in_bfloat16_and_is_close_in_float32() -> None:
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 48), (32, 32)]
+    weights = [torch.randn(*s) * 0.1 for s in shapes]
+    ours_bf16 = [torch.nn.Parameter(w.clone()) for w in weights]
+    ours_fp32 = [torch.nn.Parameter(w.clone()) for w in weights]
+    theirs = [torch.nn.Parameter(w.clone()) for w in weights]
+    opts = [
+        Muon(ours_bf16, lr=0.02, weight_decay=0.1, ns_dtype=torch.bfloat16),
+        Muon(ours_fp32, lr=0.02, weight_decay=0.1),
+        torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1),
+    ]
+    for _ in range(3):
+        grads = [torch.randn(*s) for s in shapes]
+        for params, opt in zip((ours_bf16, ours_fp32, theirs), opts):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b, c in zip(ours_bf16, ours_fp32, theirs):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)  # same algorithm, same arithmetic
+        torch.testing.assert_close(b, c, atol=2e-3, rtol=0)  # float32 differs only by bf16 rounding
+
+
+def test_newton_schulz_pushes_singular_values_towards_one() -> None:
+    torch.manual_seed(0)
+    g = torch.randn(64, 16) @ torch.diag(torch.logspace(-1, 0, 16))  # singular values over a decade
+    s = torch.linalg.svdvals(newton_schulz(g))
+    assert s.min() > 0.5 and s.max() < 1.3  # Keller's quintic: roughly Uniform(0.5, 1.5), not exactly 1
+    with pytest.raises(ValueError, match="2-D weight matrices only"):
+        Muon([torch.nn.Parameter(torch.zeros(3))])
