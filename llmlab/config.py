@@ -29,6 +29,8 @@ __all__ = [
     "preset_names",
     "fast_mode",
     "course_path",
+    "MODERN_TECHNIQUES",
+    "modern_settings",
 ]
 
 
@@ -305,6 +307,30 @@ def _preset_cpu_small() -> Config:
             tokenizer="bpe",
         ),
     )
+
+
+# The modern techniques of notebook 07, in the order its speedrun ladder adds them: label -> settings.
+MODERN_TECHNIQUES: dict[str, dict[str, Any]] = {
+    "rotary positions": {"position": "rope"},
+    "RMSNorm": {"norm": "rmsnorm", "bias": False},
+    "QK-norm": {"qk_norm": True},
+    "ReLU squared": {"activation": "relu2"},
+    "untied, zero-init head": {"tie_embeddings": False, "zero_init": True},
+    "logit soft-cap": {"logit_softcap": 15.0},
+    "Muon": {"optimizer": "muon"},
+}
+
+
+def modern_settings(techniques: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The settings of the chosen :data:`MODERN_TECHNIQUES` (all of them for None), merged."""
+    chosen = list(MODERN_TECHNIQUES) if techniques is None else list(techniques)
+    unknown = [t for t in chosen if t not in MODERN_TECHNIQUES]
+    if unknown:
+        raise ValueError(f"unknown technique(s) {unknown}; choose from {list(MODERN_TECHNIQUES)}.")
+    merged: dict[str, Any] = {}
+    for t in chosen:
+        merged.update(MODERN_TECHNIQUES[t])
+    return merged
 
 
 def _preset_cpu_modern() -> Config:

@@ -119,6 +119,7 @@ def loss_curves(
     title: str = "Loss",
     ylabel: str = "cross-entropy (nats per token)",
     baseline: float | None = None,
+    xlabel: str = "step",
 ) -> Figure:
     """Train and validation loss of one or several runs on one chart.
 
@@ -140,7 +141,7 @@ def loss_curves(
             ax.plot(x, y, color=color, linewidth=2.2, marker="o", markersize=4, label=f"{label} val")
     if baseline is not None:
         ax.axhline(baseline, color="0.5", linestyle=":", linewidth=1.0, label=f"uniform guess ({baseline:.2f})")
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

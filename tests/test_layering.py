@@ -44,6 +44,7 @@ FLOORS = {
     "widgets.live": 9,
     "widgets.explorer": 9,
     "widgets.sampling": 9,
+    "widgets.race": 10,
     "widgets.experiment": 10,
     "widgets": 11,
     "cli": 11,

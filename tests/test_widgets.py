@@ -278,3 +278,34 @@ def test_every_panel_shares_the_panel_base() -> None:
     for cls in (widgets.ExperimentPanel, widgets.ParameterExplorer, widgets.LRSchedulePanel, widgets.SamplingPanel):
         assert issubclass(cls, widgets.Panel)
         assert "_ipython_display_" not in vars(cls) and "guarded" not in vars(cls)
+
+
+def test_liveplot_can_plot_against_training_time() -> None:
+    live = widgets.LivePlot(label="run", x="seconds", show=False)
+    live.on_step_end(None, StepInfo(step=1, loss=4.0, lr=1e-3, tokens_per_sec=1.0, elapsed=0.5))
+    live.on_eval(None, EvalInfo(step=1, train_loss=4.0, val_loss=4.1, val_bpb=5.0, elapsed=0.75))
+    assert live.train == [(0.5, 4.0)] and live.val == [(0.75, 4.1)]
+    assert live.figure().axes[0].get_xlabel() == "training time (s)"
+    with pytest.raises(ValueError, match="x='tokens' is not valid"):
+        widgets.LivePlot(x="tokens")
+
+
+def test_race_panel_races_the_mix_against_the_baseline_for_equal_seconds(data_dir: Path, tmp_path: Path) -> None:
+    from llmlab.config import MODERN_TECHNIQUES
+
+    base = _tiny_base().override(eval_interval=2)
+    panel = widgets.RacePanel(data_dir, tmp_path / "races", base=base, seconds=1.0)
+    assert panel.values()["techniques"] == list(MODERN_TECHNIQUES)  # everything ticked to start
+    panel.boxes["Muon"].value = False
+    mix = panel.config_for(panel.values()["techniques"], 1.0)
+    assert mix.model.position == "rope" and mix.train.optimizer == "adamw" and mix.train.max_seconds == 1.0
+    baseline, run = panel.run(seconds=1.0, techniques=["rotary positions", "QK-norm"])
+    for record in (baseline, run):
+        assert record.result.stop_reason == "max_seconds" and math.isfinite(record.val_bpb)
+        assert record.val_curve[-1][0] <= 1.0 + 2.0  # x is seconds: the last eval comes just after the budget
+    assert "rotary positions, QK-norm" in panel.table.value
+    panel.seconds.value = 2.0
+    panel.button.click()  # the button path trains a second race
+    assert len(panel.races) == 2 and not panel.button.disabled
+    with pytest.raises(ValueError, match="unknown technique"):
+        panel.run(seconds=1.0, techniques=["dropout"])

@@ -5,6 +5,7 @@
 - :mod:`~llmlab.widgets.experiment`  :class:`ExperimentPanel` (notebook 04)
 - :mod:`~llmlab.widgets.explorer`    :class:`ParameterExplorer` (03) and :class:`LRSchedulePanel` (04)
 - :mod:`~llmlab.widgets.sampling`    :class:`SamplingPanel` (05)
+- :mod:`~llmlab.widgets.race`        :class:`RacePanel` (07)
 
 ``parameters_by_component`` and ``memory_estimate`` live in :mod:`llmlab.analysis` and are re-exported
 here for the notebooks.
@@ -17,6 +18,7 @@ from llmlab.widgets.base import Panel, divisors, nearest_heads
 from llmlab.widgets.experiment import ExperimentPanel
 from llmlab.widgets.explorer import LRSchedulePanel, ParameterExplorer
 from llmlab.widgets.live import LivePlot, RunRecord, run_experiment, runs_table_html
+from llmlab.widgets.race import RacePanel
 from llmlab.widgets.sampling import SamplingPanel
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "ParameterExplorer",
     "LRSchedulePanel",
     "SamplingPanel",
+    "RacePanel",
     "divisors",
     "nearest_heads",
 ]

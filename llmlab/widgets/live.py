@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from llmlab import plots
 from llmlab.config import Config
 from llmlab.train import Callback, Trainer
+from llmlab.validate import check_choice
 from llmlab.widgets.base import in_notebook
 
 __all__ = ["LivePlot", "RunRecord", "run_experiment", "runs_table_html"]
@@ -34,7 +35,8 @@ class LivePlot(Callback):
     display handle); pass an ``ipywidgets.Output`` to draw into a panel instead (inside a button
     callback). ``min_interval`` (seconds) limits redraws between evaluations, since a PNG costs
     ~0.1 s. Outside IPython, or with ``show=False``, nothing is displayed, but the curves are still
-    recorded in ``train`` / ``val`` (lists of ``(step, loss)``).
+    recorded in ``train`` / ``val`` (lists of ``(x, loss)``). ``x="step"`` plots against optimizer steps;
+    ``x="seconds"`` against training time, the fair axis when runs differ in speed (equal wall-clock).
     """
 
     def __init__(
@@ -46,15 +48,17 @@ class LivePlot(Callback):
         title: str = "Training",
         seen_messages: set[str] | None = None,
         show: bool = True,
+        x: str = "step",
     ) -> None:
+        self.x = check_choice("x", x, ("step", "seconds"))
         self.label = label
         self.show = show
         self.output = output
         self.previous = list(previous)
         self.min_interval = min_interval
         self.title = title
-        self.train: list[tuple[int, float]] = []
-        self.val: list[tuple[int, float]] = []
+        self.train: list[tuple[float, float]] = []
+        self.val: list[tuple[float, float]] = []
         self.redraws = 0
         self.baseline: float | None = None
         self.messages: list[str] = []
@@ -73,13 +77,16 @@ class LivePlot(Callback):
         self.baseline = math.log(vocab) if vocab else None
 
     def on_step_end(self, trainer: Any, info: Any) -> None:
-        self.train.append((int(info.step), float(info.loss)))
+        self.train.append((self._x(info), float(info.loss)))
         if time.perf_counter() - self._last_draw >= self.min_interval:
             self.redraw()
 
     def on_eval(self, trainer: Any, info: Any) -> None:
-        self.val.append((int(info.step), float(info.val_loss)))
+        self.val.append((self._x(info), float(info.val_loss)))
         self.redraw()
+
+    def _x(self, info: Any) -> float:
+        return int(info.step) if self.x == "step" else float(info.elapsed)
 
     def on_message(self, trainer: Any, message: str) -> None:
         # Trainer hints (device, divergence, "loss is stuck"): printed at the top level, kept under the
@@ -106,8 +113,10 @@ class LivePlot(Callback):
 
     def figure(self) -> Figure:
         """The current chart (a new Figure each call)."""
-        subtitle = f" — step {self.train[-1][0]}, loss {self.train[-1][1]:.3f}" if self.train else ""
-        return plots.loss_curves(self.curves(), title=f"{self.title}{subtitle}", baseline=self.baseline)
+        where = "step {}" if self.x == "step" else "{:.0f} s"
+        subtitle = f" — {where.format(self.train[-1][0])}, loss {self.train[-1][1]:.3f}" if self.train else ""
+        xlabel = "step" if self.x == "step" else "training time (s)"
+        return plots.loss_curves(self.curves(), title=f"{self.title}{subtitle}", baseline=self.baseline, xlabel=xlabel)
 
     def redraw(self) -> None:
         """Show the current chart: in the Output widget, or replace this cell's image in place."""
