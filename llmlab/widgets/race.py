@@ -31,6 +31,7 @@ class RacePanel(Panel):
     def __init__(self, data_dir: str | Path, out_dir: str | Path, base: Config, seconds: float = 30.0) -> None:
         self.data_dir, self.out_dir, self.base = Path(data_dir), Path(out_dir), base
         self.races: list[tuple[RunRecord, RunRecord]] = []
+        self._seen: set[str] = set()  # trainer notes (device, data) shown once per panel, not once per run
         self.boxes = {t: W.Checkbox(value=True, description=t, indent=False) for t in MODERN_TECHNIQUES}
         self.seconds = W.FloatSlider(value=seconds, min=2, max=120, step=2, description="seconds each")
         self.button = W.Button(description="Race", button_style="success", icon="flag-checkered")
@@ -61,9 +62,12 @@ class RacePanel(Panel):
         base = self.config_for([], seconds)
         index = len(self.races) + 1
         label = "+ " + ", ".join(techniques) if techniques else "baseline again"
-        live = LivePlot(label="GPT-2 baseline", output=output, title="Race at equal wall-clock", x="seconds")
+        title = "Race at equal wall-clock"
+        live = LivePlot(label="GPT-2 baseline", output=output, title=title, x="seconds", seen_messages=self._seen)
         first = run_experiment(base, self.data_dir, self.out_dir / f"race-{index}-base", "GPT-2 baseline", live=live)
-        live = LivePlot(label=label, output=output, previous=[first], title="Race at equal wall-clock", x="seconds")
+        live = LivePlot(
+            label=label, output=output, previous=[first], title=title, x="seconds", seen_messages=self._seen
+        )
         second = run_experiment(mix, self.data_dir, self.out_dir / f"race-{index}-mix", label, live=live)
         self.races.append((first, second))
         self.table.value = self._table()
