@@ -1,0 +1,85 @@
+"""llmlab.finetune: a trained checkpoint fine-tuned on masked reply examples, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmlab.checkpoint import load_checkpoint, model_from_checkpoint
+from llmlab.finetune import FineTuneData, chat_model, finetune, load_examples, reply, reply_bits_per_byte
+from llmlab.sft import Example
+from llmlab.tokenizers import ChatTokenizer
+from llmlab.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(char_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import tiny_config
+
+    out = tmp_path_factory.mktemp("base")
+    Trainer(tiny_config(max_iters=30, eval_interval=15, block_size=64), char_data, out).fit()
+    return out / "best_checkpoint.bin"
+
+
+def _examples_file(tmp_path: Path) -> Path:
+    asks = ["Do you doubt that, my lord?", "What say you, my lord?", "Is it so, my lord?"]
+    rows = [{"speaker": "Oph.", "context": asks[i % 3] + " " * (i % 5), "reply": "No more but so?"} for i in range(30)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_finetune_learns_the_replies_and_its_checkpoint_carries_the_chat_tokenizer(
+    base_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ft"
+    done = finetune(
+        base_checkpoint,
+        out,
+        data=_examples_file(tmp_path),
+        max_iters=120,
+        max_lr=3e-3,
+        overrides={"eval_interval": 40, "batch_size": 8},
+    )
+    assert done.reply_bpb_after < done.reply_bpb_before * 0.7  # a repeated reply is easy to learn
+    model, tok, payload = model_from_checkpoint(out / "best_checkpoint.bin")
+    assert isinstance(tok, ChatTokenizer) and model.config.vocab_size == tok.vocab_size
+    assert payload["data_meta"]["val_examples"] == 3  # the file's last tenth is held out
+    text = reply(
+        model,
+        tok,
+        "Oph.",
+        "Do you doubt that, my lord?",
+        max_new_tokens=30,
+        temperature=0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert text == "No more but so?"
+    # The Trainer's val bits/byte is the held-out reply score (estimated on eval batches).
+    assert load_checkpoint(out / "last_checkpoint.bin")["best_val_loss"] > 0
+
+
+def test_fine_tune_data_meta_counts_the_replies(base_checkpoint: Path) -> None:
+    model, tok, _ = model_from_checkpoint(base_checkpoint)
+    model, chat = chat_model(model, tok)
+    examples = [Example("p", "A.", "hi there", "yes"), Example("p", "B.", "well met", "no")]
+    data = FineTuneData(examples, examples, chat, model.config.block_size)
+    assert data.meta["val_tokens"] == 3 + 1 + 2 + 1 and data.meta["val_bytes"] == 5  # chars + EOT per reply
+    assert reply_bits_per_byte(model, examples, chat) > 0
+
+
+def test_bad_example_files_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="speaker/context/reply"):
+        load_examples(tmp_path / "none.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"speaker": "A.", "context": "hi"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1: not a fine-tuning example.*KeyError"):
+        load_examples(bad)
+
+
+def test_embedded_plays_give_examples_and_hold_out_whole_plays() -> None:
+    examples = load_examples()
+    assert len(examples) > 10_000 and {"hamlet", "macbeth", "twelfth_night"} <= {e.play for e in examples}
