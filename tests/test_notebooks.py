@@ -14,7 +14,15 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-COURSE = ["00_setup", "01_tokenization", "02_attention", "03_gpt_block", "04_training_loop", "05_sampling"]
+COURSE = [
+    "00_setup",
+    "01_tokenization",
+    "02_attention",
+    "03_gpt_block",
+    "04_training_loop",
+    "05_sampling",
+    "06_gpt2_weights",
+]
 ALL = [*COURSE, "solutions"]
 
 
@@ -117,6 +125,15 @@ def test_checkpoint_handover_between_04_and_05() -> None:
     assert 'course_path("out/shakespeare_char")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
     assert "model_from_checkpoint(CHECKPOINT" in loaded
     assert "if not CHECKPOINT.exists():" in loaded and "Trainer(" in loaded  # 05 alone trains its own
+
+
+def test_gpt2_notebook_works_offline_and_reads_04s_checkpoint() -> None:
+    # Without the hub (CI, no network) 06 must neither hang nor fail, and must say when its numbers are not GPT-2's.
+    code = _code(_read("06_gpt2_weights"))
+    assert 'from_pretrained("gpt2", local_files_only=True)' in code  # the cache first: no network at all
+    assert "timeout=5" in code and "if FAST:" in code  # one quick probe; fast mode never downloads
+    assert "offline: using a RANDOM GPT-2-shaped model; numbers below are not GPT-2's" in code
+    assert 'course_path("out/shakespeare_char/best_checkpoint.bin")' in code and "if MY_CHECKPOINT.exists():" in code
 
 
 def test_data_and_outputs_stay_out_of_git() -> None:
