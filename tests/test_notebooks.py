@@ -22,6 +22,7 @@ COURSE = [
     "04_training_loop",
     "05_sampling",
     "06_gpt2_weights",
+    "07_modern_gpt",
 ]
 ALL = [*COURSE, "solutions"]
 
