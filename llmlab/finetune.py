@@ -34,7 +34,7 @@ from llmlab.config import Config
 from llmlab.corpus import shakespeare
 from llmlab.metrics import bits_per_byte
 from llmlab.model import GPT
-from llmlab.sft import Example, SFTBatches, dialogue_examples, render, split_by_play
+from llmlab.sft import Example, SFTBatches, dialogue_examples, encodable, render, split_by_play
 from llmlab.tokenizers import CHAT_SPECIALS, ChatTokenizer, Tokenizer
 from llmlab.train import Callback, Trainer, TrainResult
 from llmlab.validate import check_int
@@ -105,13 +105,19 @@ class FineTuneData:
     """
 
     def __init__(
-        self, train: Sequence[Example], val: Sequence[Example], tokenizer: ChatTokenizer, block_size: int
+        self,
+        train: Sequence[Example],
+        val: Sequence[Example],
+        tokenizer: ChatTokenizer,
+        block_size: int,
+        mask_prompt: bool = True,
     ) -> None:
         if not train or not val:
             raise ValueError(
                 f"fine-tuning needs examples to train on and to hold out; got {len(train)} and {len(val)}."
             )
         self.train, self.val, self.tokenizer, self.block_size = list(train), list(val), tokenizer, block_size
+        self.mask_prompt = mask_prompt  # training batches only: the held-out score is always the replies'.
         probe = SFTBatches(self.val, tokenizer, block_size, 1)
         self.meta: dict[str, Any] = {
             "vocab_size": tokenizer.vocab_size,
@@ -132,9 +138,15 @@ class FineTuneData:
         world_size: int = 1,
         device: str | torch.device = "cpu",
     ) -> SFTBatches:
-        examples = self.train if split == "train" else self.val
+        train = split == "train"
         return SFTBatches(
-            examples, self.tokenizer, self.block_size, batch_size, seed=seed * world_size + rank, device=device
+            self.train if train else self.val,
+            self.tokenizer,
+            self.block_size,
+            batch_size,
+            seed=seed * world_size + rank,
+            device=device,
+            mask_prompt=self.mask_prompt or not train,
         )
 
 
@@ -221,18 +233,23 @@ def finetune(
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     overrides: Mapping[str, Any] | None = None,
+    mask_prompt: bool = True,
 ) -> FineTuneResult:
-    """Fine-tune the model in ``checkpoint`` on reply examples; checkpoints go to ``out_dir``."""
+    """Fine-tune the model in ``checkpoint`` on reply examples; checkpoints go to ``out_dir``.
+
+    Examples the checkpoint's tokenizer cannot encode (a character vocabulary may lack a symbol) are left
+    out. ``mask_prompt=False`` trains on whole sequences, prompts included (for comparison).
+    """
     model, tokenizer, payload = model_from_checkpoint(checkpoint)
     model.train()
     model, chat = chat_model(model, tokenizer)
     base = Config.from_dict(payload["config"]).override(vocab_size=chat.vocab_size)
     config = finetune_config(base, max_iters, max_lr, **dict(overrides or {}))
-    train, val = _holdout(load_examples(data), val_plays)
+    train, val = (encodable(part, chat) for part in _holdout(load_examples(data), val_plays))
     before = reply_bits_per_byte(model, val, chat)
     trainer = Trainer(
         config,
-        FineTuneData(train, val, chat, config.model.block_size),
+        FineTuneData(train, val, chat, config.model.block_size, mask_prompt),
         out_dir,
         callbacks=callbacks,
         resume=resume,

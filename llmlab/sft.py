@@ -27,6 +27,7 @@ from llmlab.tokenizers import CHAT_SPECIALS, ChatTokenizer
 from llmlab.validate import check_int
 
 __all__ = [
+    "encodable",
     "Example",
     "speeches",
     "dialogue_examples",
@@ -73,6 +74,19 @@ def dialogue_examples(works: Mapping[str, str], max_chars: int = 400) -> list[Ex
             if who_a and who_b and who_a != who_b and len(said_a) <= max_chars and len(said_b) <= max_chars:
                 examples.append(Example(play, who_b, said_a, said_b))
     return examples
+
+
+def encodable(examples: Sequence[Example], tokenizer: Any) -> list[Example]:
+    """The examples whose every text the tokenizer can encode (a character vocabulary may lack a few symbols)."""
+    kept = []
+    for e in examples:
+        try:
+            for text in (e.speaker, e.context, e.reply):
+                tokenizer.encode(text)
+        except ValueError:
+            continue
+        kept.append(e)
+    return kept
 
 
 def split_by_play(examples: Sequence[Example], val_plays: Sequence[str]) -> tuple[list[Example], list[Example]]:
@@ -122,7 +136,8 @@ def collate(
 
 class SFTBatches:
     """Random batches of rendered examples, with the interface of :class:`llmlab.data.TokenBatches` that
-    the Trainer uses: ``next()``, ``eval_batches(n)`` (the same batches every time), ``state_dict()``."""
+    the Trainer uses: ``next()``, ``eval_batches(n)`` (the same batches every time), ``state_dict()``.
+    ``mask_prompt=False`` makes the prompt's tokens targets too (training on whole sequences, for comparison)."""
 
     def __init__(
         self,
@@ -132,11 +147,14 @@ class SFTBatches:
         batch_size: int,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        mask_prompt: bool = True,
     ) -> None:
         if not examples:
             raise ValueError("no fine-tuning examples: build some with dialogue_examples(...).")
         check_int("batch_size", batch_size, 1)
         self.rendered = [render(e, tokenizer, block_size + 1) for e in examples]
+        if not mask_prompt:  # train on the whole sequence: every token after the first is a target
+            self.rendered = [(ids, [False] + [True] * (len(ids) - 1)) for ids, _ in self.rendered]
         self.pad_id = tokenizer.eot_token
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.drawn = 0

@@ -123,3 +123,17 @@ def test_sft_batches_are_reproducible_and_resumable(tok: ChatTokenizer) -> None:
     assert b1.target_tokens == sum(len(e.reply) + 1 for e in ex)  # char tokens: one per character + EOT
     with pytest.raises(ValueError, match="no fine-tuning examples"):
         SFTBatches([], tok, 48, 2)
+
+
+def test_unmasked_batches_make_the_prompt_a_target_and_encodable_filters(tok: ChatTokenizer) -> None:
+    from llmlab.sft import encodable
+
+    ex = [Example("p", "Oph.", "Do you doubt that?", "No more.")]
+    masked = SFTBatches(ex, tok, 64, 1)
+    whole = SFTBatches(ex, tok, 64, 1, mask_prompt=False)
+    (_, y_masked), (_, y_whole) = next(masked.eval_batches(1)), next(whole.eval_batches(1))
+    n = len(masked.rendered[0][0]) - 1
+    assert (y_whole[0, :n] != -1).all() and (y_masked[0, :n] == -1).sum() > 0
+    assert (
+        encodable([*ex, Example("p", "Oph.", "caf\u00e9 \u2603", "x")], tok) == ex
+    )  # the snowman is not in the vocabulary
