@@ -134,6 +134,11 @@ def collate(
     return x.to(device), y.to(device)
 
 
+def _reply_bytes(ids: list[int], mask: list[bool], tokenizer: ChatTokenizer) -> int:
+    reply = [i for i, m in zip(ids, mask) if m and i != tokenizer.eot_token]
+    return len(tokenizer.decode(reply).encode("utf-8"))
+
+
 class SFTBatches:
     """Random batches of rendered examples, with the interface of :class:`llmlab.data.TokenBatches` that
     the Trainer uses: ``next()``, ``eval_batches(n)`` (the same batches every time), ``state_dict()``.
@@ -158,9 +163,10 @@ class SFTBatches:
         self.pad_id = tokenizer.eot_token
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.drawn = 0
-        # What the held-out score is per: targets and their UTF-8 bytes (reply text + one EOT token).
+        # What a score is per: the target tokens, and the UTF-8 bytes of the reply text they encode (as cut to
+        # fit the block; the closing end-of-text token has no bytes).
         self.target_tokens = sum(sum(m[1:]) for _, m in self.rendered)
-        self.target_bytes = sum(len(e.reply.encode("utf-8")) for e in examples)
+        self.target_bytes = sum(_reply_bytes(ids, mask, tokenizer) for ids, mask in self.rendered)
 
     def __len__(self) -> int:
         return len(self.rendered)

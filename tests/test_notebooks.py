@@ -23,6 +23,7 @@ COURSE = [
     "05_sampling",
     "06_gpt2_weights",
     "07_modern_gpt",
+    "08_finetuning",
 ]
 ALL = [*COURSE, "solutions"]
 

@@ -137,3 +137,13 @@ def test_unmasked_batches_make_the_prompt_a_target_and_encodable_filters(tok: Ch
     assert (
         encodable([*ex, Example("p", "Oph.", "caf\u00e9 \u2603", "x")], tok) == ex
     )  # the snowman is not in the vocabulary
+
+
+def test_target_bytes_count_only_the_reply_text_that_fits(tok: ChatTokenizer) -> None:
+    long_reply = Example("p", "Oph.", "Do you doubt that?", "No more but so? " * 10)
+    batches = SFTBatches([long_reply], tok, block_size=40, batch_size=1)
+    ids, mask = batches.rendered[0]
+    kept = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert long_reply.reply.startswith(kept) and len(kept) < len(long_reply.reply)  # cut to fit the block
+    assert batches.target_bytes == len(kept.encode("utf-8"))
+    assert batches.target_tokens == sum(mask[1:])
