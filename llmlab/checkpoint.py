@@ -18,12 +18,17 @@ loading one never runs code from the file. :class:`TrainingState` is its typed f
 - ``history``         ``{"steps": [StepInfo fields...], "evals": [EvalInfo fields...]}`` for a resumed run's curves
 
 Writes are atomic: the bytes go to a temporary file in the same directory, are fsync'ed, then renamed
-over the target. A run killed mid-save leaves the previous checkpoint intact.
+over the target. A run killed mid-save leaves the previous checkpoint intact; a full disk or a read-only
+folder raises :class:`CheckpointWriteError` (what failed, the path, the fix), with the previous checkpoint
+intact and no temporary file left. :func:`check_out_dir` refuses, before training, an output folder that
+cannot be written or that holds another run's checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
 import pickle
 import tempfile
@@ -43,6 +48,8 @@ if TYPE_CHECKING:  # imported lazily at run time: checkpoint.py sits below nothi
     from llmlab.tokenizers import Tokenizer
 
 __all__ = [
+    "CheckpointWriteError",
+    "check_out_dir",
     "BEST_NAME",
     "LAST_NAME",
     "FORMAT_VERSION",
@@ -56,6 +63,9 @@ __all__ = [
     "load_model_state",
     "model_from_checkpoint",
     "describe_checkpoint",
+    "resume_state",
+    "capture_state",
+    "restore_state",
 ]
 
 BEST_NAME = "best_checkpoint.bin"
@@ -83,6 +93,99 @@ ARCH_FIELDS = (
 )
 
 
+class CheckpointWriteError(OSError, ValueError):
+    """A checkpoint or its folder cannot be written (disk full, read-only folder, no such place); the
+    message names the path and the fix. Also a ValueError: the CLI reports it as one line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)  # one argument: str() is the message alone, without "[Errno N]"
+        self.errno = code
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_error(error: OSError, path: Path, what: str, size: int = 0) -> CheckpointWriteError:
+    """``error`` (from writing ``path``) as one sentence: what failed, why, and what to do."""
+    reason = error.strerror or str(error)
+    if error.errno in _DISK_FULL:
+        need = f" (a checkpoint here needs about {size / 2**20:,.1f} MiB)" if size else ""
+        why, fix = "the disk is full", f"free some space{need} or choose a folder on another disk with --out"
+    elif error.errno in _NOT_WRITABLE:
+        why, fix = (
+            "the folder is not writable",
+            "choose a folder you can write to with --out, or make this one writable",
+        )
+    else:
+        why, fix = "the system refused the write", "check the disk and the folder, or choose another one with --out"
+    kept = f" The previous {path.name} is unchanged." if what == "checkpoint" and path.exists() else ""
+    return CheckpointWriteError(
+        error.errno or errno.EIO, f"could not write the {what} {path}: {why} ({reason}).{kept} Fix: {fix}."
+    )
+
+
+def check_out_dir(out_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before training, an output folder that cannot be written or that holds another run.
+
+    The folder may be missing (it is created when training starts) or empty. One with a
+    ``last_checkpoint.bin`` / ``best_checkpoint.bin`` is refused unless the run continues it (``resume``)
+    or replaces it (``overwrite``): a second run would silently replace the first one's best checkpoint.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CheckpointWriteError(
+            errno.ENOTDIR, f"--out {out} is a file, not a folder: choose a folder for the checkpoints, e.g. --out out"
+        )
+    if not out.exists():
+        _probe_folder(out)
+    elif not os.access(out, os.W_OK | os.X_OK):
+        raise _write_error(PermissionError(errno.EACCES, os.strerror(errno.EACCES)), out, "output folder")
+    found = [out / name for name in (LAST_NAME, BEST_NAME) if (out / name).exists()]
+    if not found or resume or overwrite:
+        return
+    what, step = _describe_run(found[0]) if found[0].name == LAST_NAME else ("a finished run", "")
+    longer = " (with --set max_iters=N to train longer)" if what == "a finished run" else ""
+    raise ValueError(
+        f"{out} holds {what} ({step}{', '.join(p.name for p in found)}): --resume it{longer}, choose another "
+        f"--out, or pass --overwrite to replace it (in Python: resume=True or overwrite=True)."
+    )
+
+
+def _probe_folder(out: Path) -> None:
+    """Create ``out`` (and missing parents) and remove them again: can training write there?"""
+    missing, existing = [], out
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointWriteError(
+            errno.ENOTDIR, f"cannot create the output folder {out}: {existing} is a file. Choose another --out."
+        )
+    try:
+        out.mkdir(parents=True)
+    except OSError as e:
+        raise CheckpointWriteError(
+            e.errno or errno.EIO,
+            f"cannot create the output folder {out}: {existing} does not accept new folders ({e.strerror or e}). "
+            f"Choose a folder you can write to with --out, e.g. --out out/{out.name or 'run'}.",
+        ) from None
+    finally:
+        for folder in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _describe_run(last: Path) -> tuple[str, str]:
+    """("a finished run" or "a stopped run", "step 13 of 30; "), read without loading the tensors."""
+    try:
+        payload = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        step, max_iters = int(payload["iter"]), int(payload["config"]["train"]["max_iters"])
+    except Exception:  # damaged or foreign: the refusal still stands, with less detail
+        return "an earlier run", ""
+    return "a finished run" if step >= max_iters else "a stopped run", f"step {step} of {max_iters}; "
+
+
 def _check_format_version(payload: Mapping[str, Any], source: str) -> int:
     version = payload.get("format_version", 1)  # written before versions existed: version 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -103,7 +206,7 @@ class TrainingState:
     """Everything a training run needs to continue exactly where it stopped: one checkpoint, typed.
 
     Field names are the checkpoint's keys (see the module docstring); ``extra`` keeps keys this version
-    does not know, so a round trip loses nothing.
+    does not know, so a round trip loses nothing. ``source`` (not saved) is where it was read from.
     """
 
     model: dict[str, torch.Tensor]
@@ -121,13 +224,14 @@ class TrainingState:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"steps": [], "evals": []})
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    source: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint dict (what :func:`save_checkpoint` writes); entries that are None are left out."""
         out: dict[str, Any] = {"format_version": self.format_version}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("format_version", "extra") and value is not None:
+            if f.name not in ("format_version", "extra", "source") and value is not None:
                 out[f.name] = value
         return {**self.extra, **out}
 
@@ -140,10 +244,10 @@ class TrainingState:
         missing = [k for k in _REQUIRED_KEYS if k not in payload]
         if missing:
             raise ValueError(f"{source} lacks {missing}; a checkpoint needs at least {list(_REQUIRED_KEYS)}.")
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "format_version"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "format_version", "source"}
         values = {k: v for k, v in payload.items() if k in known and v is not None}
         extra = {k: v for k, v in payload.items() if k not in known and k != "format_version"}
-        state = cls(**values, extra=extra, format_version=version)
+        state = cls(**values, extra=extra, format_version=version, source=source)
         state.iter = int(state.iter)
         state.best_val_loss = float(state.best_val_loss)
         state.train_seconds = float(state.train_seconds)
@@ -190,24 +294,29 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState | Mapping[str,
         state = TrainingState.from_dict(state, source="checkpoint payload")
     payload = state.to_dict()
     payload["model"] = clean_state_dict(payload["model"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a save that was killed (SIGKILL, power loss) before its rename: never valid, remove.
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    # Same directory as the target: os.replace is only atomic within one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    size = sum(t.numel() * t.element_size() for t in payload["model"].values() if isinstance(t, torch.Tensor))
+    size *= 3 if payload.get("optimizer") else 1  # AdamW keeps two moments per weight
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a save that was killed (SIGKILL, power loss) before its rename: never valid, remove.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        # Same directory as the target: os.replace is only atomic within one file system.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(e, path, "checkpoint", size) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as e:
         # Never leave a half-written temp file behind, whatever interrupted us.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+        if isinstance(e, OSError) and e.errno is not None:
+            raise _write_error(e, path, "checkpoint", size) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -227,8 +336,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; every failure is a clear ``ValueError``/``FileNotFoundError``."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | None = None
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; every failure is a clear ``ValueError``/``FileNotFoundError``.
+
+    ``fix`` replaces the advice given for a damaged file (the resume path names a flag that helps there).
+    """
     path = Path(path)
     if path.is_dir():
         hint = path / BEST_NAME
@@ -241,16 +355,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4)
+    damaged = fix or f"Use the other checkpoint ({BEST_NAME}/{LAST_NAME}) or train again."
     # torch.save writes a zip archive: anything else was never a (modern) PyTorch checkpoint.
     if head != b"PK\x03\x04":
         raise ValueError(
             f"{path} is not a PyTorch checkpoint (it does not start with a zip header; first bytes {head!r}). "
-            f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab."
+            + (fix or f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
         )
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path} is truncated or corrupt ({size:,} bytes; its zip directory is missing), e.g. a copy or save "
-            f"that was cut short. Use the other checkpoint ({BEST_NAME}/{LAST_NAME}) or train again."
+            f"that was cut short. {damaged}"
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -263,33 +378,47 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{path} is truncated or corrupt ({size:,} bytes): {first}. Train again or use the other checkpoint."
-        ) from None
+        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes): {first}. {damaged}") from None
     if not isinstance(payload, dict) or not all(k in payload for k in _REQUIRED_KEYS):
         keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(
             f"{path} is a PyTorch file but not an llmlab checkpoint: expected a dict with keys "
-            f"{list(_REQUIRED_KEYS)}, found {keys}."
+            f"{list(_REQUIRED_KEYS)}, found {keys}. " + (fix or f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
         )
     _check_format_version(payload, str(path))
     return payload
 
 
-def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainingState:
+def load_training_state(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | None = None
+) -> TrainingState:
     """:func:`load_checkpoint` as a :class:`TrainingState`."""
-    return TrainingState.from_dict(load_checkpoint(path, map_location), source=str(path))
+    return TrainingState.from_dict(load_checkpoint(path, map_location, fix), source=str(path))
 
 
 def load_resume_state(out_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainingState:
-    """The state of the run in ``out_dir`` (its ``last_checkpoint.bin``), for ``--resume`` / ``resume=True``."""
+    """The state of the run in ``out_dir`` (its ``last_checkpoint.bin``), for ``--resume`` / ``resume=True``.
+
+    When that file is missing or damaged but ``best_checkpoint.bin`` is there, the message says how to
+    continue from the best one instead (``--resume-from``; in Python ``resume=load_training_state(path)``).
+    """
     path = Path(out_dir) / LAST_NAME
+    best = Path(out_dir) / BEST_NAME
+    instead = (
+        f"Continue from the best checkpoint instead: replace --resume with --resume-from {best} "
+        f"(in Python: resume=load_training_state('{best}'))."
+        if best.is_file()
+        else f"Start a fresh run instead: llmlab train --out {out_dir} --overwrite."
+    )
     if not path.exists():
-        raise FileNotFoundError(
-            f"--resume: no checkpoint to resume from at {path}. Start a fresh run without --resume "
-            f"(llmlab train --out {out_dir}), or pass the --out directory of the earlier run."
+        fresh = (
+            instead
+            if best.is_file()
+            else f"Start a fresh run without --resume (llmlab train --out {out_dir}), or pass the --out "
+            f"directory of the earlier run."
         )
-    return load_training_state(path, map_location)
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}. {fresh}")
+    return load_training_state(path, map_location, fix=instead)
 
 
 def _weights_only_reason(message: str) -> str:
@@ -347,7 +476,14 @@ def model_from_checkpoint(
         raise ValueError(f"{path} has no tokenizer entry; it was not written by llmlab's trainer.")
     tokenizer = tokenizer_from_dict(payload["tokenizer"])
     model = GPT(config.model)
-    load_model_state(model, payload["model"], source=f"checkpoint {path}")
+    try:
+        load_model_state(model, payload["model"], source=f"checkpoint {path}")
+    except ValueError as e:
+        detail = str(e).split(". Build the model")[0]
+        raise ValueError(
+            f"{path} does not match its own config: {detail}. The file was edited or mixed up with another; use "
+            f"another checkpoint or train again."
+        ) from None
     model.to(device).eval()
     return model, tokenizer, payload
 
@@ -383,3 +519,92 @@ def describe_checkpoint(payload: TrainingState | Mapping[str, Any]) -> str:
             f"split={meta.get('split', '?')})"
         )
     return "\n".join(lines)
+
+
+# ---- a Trainer's state <-> a TrainingState ------------------------------------------------------------
+
+
+def resume_state(
+    resume: bool | TrainingState, out_dir: str | os.PathLike, model_config: ModelConfig, tokenizer: Tokenizer
+) -> TrainingState | None:
+    """The state a Trainer resumes (``resume=True``: ``out_dir``'s last checkpoint; a TrainingState as is),
+    after checking that it fits the model's architecture and the data's tokenizer (None: a fresh run)."""
+    if isinstance(resume, TrainingState):
+        state = resume
+    elif resume:
+        state = load_resume_state(out_dir)  # the one place a missing checkpoint is reported
+    else:
+        return None
+    source = state.source or str(Path(out_dir) / LAST_NAME)
+    state.check_architecture(model_config, source=source)
+    if state.tokenizer is not None:
+        from llmlab.tokenizers import tokenizer_from_dict
+
+        saved = tokenizer_from_dict(dict(state.tokenizer))
+        if saved.fingerprint != tokenizer.fingerprint:
+            raise ValueError(
+                f"cannot resume from {source}: it was trained with another tokenizer ({saved.name!r}, fingerprint "
+                f"{saved.fingerprint[:12]}) than the data's ({tokenizer.name!r}, {tokenizer.fingerprint[:12]}). "
+                f"Resume with the data it was trained on (--data), or start a fresh run in a new --out."
+            )
+    return state
+
+
+def capture_state(trainer: Any, step: int) -> TrainingState:
+    """Everything needed to continue ``trainer``'s run exactly from ``step``."""
+    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return TrainingState(
+        model=trainer.raw_model.state_dict(),
+        config=trainer.config.to_dict(),
+        tokenizer=trainer.tokenizer.to_dict(),
+        optimizer=trainer.optimizer.state_dict(),
+        iter=step,
+        best_val_loss=trainer.best_val_loss,
+        train_seconds=trainer.train_seconds,
+        rng=rng,
+        sampler=trainer.train_batches.state_dict(),
+        scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        data_meta=dict(trainer.meta),
+        history={
+            "steps": [dict(vars(s)) for s in trainer.result.steps],
+            "evals": [dict(vars(e)) for e in trainer.result.evals],
+        },
+    )
+
+
+def restore_state(trainer: Any, state: TrainingState) -> dict[str, Any]:
+    """Load ``state``'s model, optimizer, RNG and sampler state into ``trainer``; return its history."""
+    source = state.source or str(trainer.out_dir / LAST_NAME)
+    load_model_state(trainer.raw_model, state.model)
+    if state.optimizer is None:
+        raise ValueError(
+            f"{source} has no optimizer state, so it cannot be resumed; start a fresh run in a new --out "
+            f"directory (or fine-tune from it)."
+        )
+    trainer.optimizer.load_state_dict(state.optimizer)
+    if trainer.scaler is not None and state.scaler:
+        trainer.scaler.load_state_dict(state.scaler)
+    trainer.start_iter, trainer.best_val_loss, trainer.train_seconds = (
+        state.iter,
+        state.best_val_loss,
+        state.train_seconds,
+    )
+    trainer.resumed_from = source
+    if Path(source).resolve() == (trainer.out_dir / LAST_NAME).resolve():
+        trainer.saved_step = state.iter  # the file still holds the step this run starts from
+    if "cpu" in state.rng:
+        torch.set_rng_state(state.rng["cpu"])
+    cuda_rng = state.rng.get("cuda")
+    if cuda_rng is not None and trainer.device.type == "cuda" and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)
+    dist = trainer.dist
+    if state.sampler_by_rank and len(state.sampler_by_rank) == dist.world_size:
+        trainer.train_batches.load_state_dict(state.sampler_by_rank[dist.rank])
+    elif state.sampler is not None:
+        # Every rank draws the same number of batches: rank 0's position is everyone's position.
+        trainer.train_batches.load_state_dict(state.sampler)
+    if dist.rank:
+        torch.manual_seed(trainer.config.train.seed + dist.rank + trainer.start_iter)
+    return state.history or {}

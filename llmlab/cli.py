@@ -7,14 +7,17 @@
     llmlab train --resume                         # continues from out/last_checkpoint.bin
     llmlab info out/best_checkpoint.bin
 
-Every expected failure (bad setting, missing file, diverged run) prints one ``error:`` line and exits
-with status 1; argparse usage errors exit with 2.
+Every expected failure (bad setting, missing or damaged file, diverged run, a step too large for the
+memory, an unwritable folder) prints one ``error:`` line and exits with status 1; argparse usage errors exit
+with 2. Ctrl-C or SIGTERM during ``train`` saves the step it stopped at and prints the command that
+continues it (exit status 130 / 143).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +27,7 @@ from llmlab.config import DEFAULT_PRESET, Config, get_preset, preset_names
 
 if TYPE_CHECKING:
     from llmlab.checkpoint import TrainingState
+    from llmlab.train import TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -36,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,info}")
     sub.required = True
 
+    from llmlab.data.sources import DEFAULT_TOKENIZER
+
     p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
     p.add_argument(
         "--source",
@@ -43,16 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .txt/.jsonl/.parquet file or folder, openwebtext, or hf:OWNER/NAME for a hub dataset "
         "(default: embedded Shakespeare)",
     )
-    p.add_argument("--tokenizer", default="char", choices=["char", "bpe", "gpt2"])
+    p.add_argument(
+        "--tokenizer",
+        default=DEFAULT_TOKENIZER,
+        choices=["char", "bpe", "gpt2"],
+        help=f"default {DEFAULT_TOKENIZER}: the default training preset's, so `llmlab train` uses this data",
+    )
     p.add_argument("--num-proc", type=int, default=1, help="worker processes for tokenizing (default 1)")
     p.add_argument("--out", default=None, help="output directory (default data/<source name>_<tokenizer>)")
     p.add_argument("--force", action="store_true", help="rebuild even if matching outputs exist")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
     p.add_argument(
         "--split",
-        default="documents",
-        choices=["documents", "tail"],
-        help="documents: random whole documents; tail: the last part of the joined text",
+        default="auto",
+        choices=["auto", "documents", "tail"],
+        help="auto (default): whole documents when there are at least 10, else the tail of the text",
     )
 
     t = sub.add_parser("train", help="train a GPT (default: the cpu_small preset on the embedded corpus)")
@@ -73,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="change one setting, e.g. --set embedding_size=256 (repeatable)",
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/last_checkpoint.bin")
+    t.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from this checkpoint instead, e.g. OUT/best_checkpoint.bin when the last one is damaged",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT (its checkpoints and metrics)"
+    )
     t.add_argument("--metrics", default=None, help="metrics file, .csv or .jsonl (default OUT/metrics.csv)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
@@ -124,11 +144,22 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace) -> tuple[Config, TrainingState | None]:
-    """The run's configuration, and with --resume the checkpoint it continues from (loaded once, here)."""
+def _train_config(args: argparse.Namespace) -> tuple[Config, TrainingState | None, str]:
+    """The run's configuration, with --resume the checkpoint it continues from (loaded once, here), and a
+    note when a warm-up that does not fit a shorter max_iters was scaled down."""
     overrides = parse_overrides(args.overrides)
+    if args.overwrite and (args.resume or args.resume_from):
+        raise ValueError(
+            "--overwrite and --resume contradict each other: --resume continues the run in --out, --overwrite "
+            "replaces it; choose one."
+        )
     state = None
-    if args.resume:
+    if args.resume_from:
+        from llmlab.checkpoint import load_training_state
+
+        fix = "Pass another checkpoint to --resume-from, or start a fresh run with --overwrite."
+        state = load_training_state(args.resume_from, fix=fix)
+    elif args.resume:
         from llmlab.checkpoint import load_resume_state
 
         state = load_resume_state(args.out)  # says how to start fresh when there is nothing to resume
@@ -137,13 +168,61 @@ def _train_config(args: argparse.Namespace) -> tuple[Config, TrainingState | Non
         config = Config.from_dict(state.config)
     else:
         config = get_preset(args.preset or DEFAULT_PRESET)
-    return config.override(overrides), state
+    overrides, note = _fit_warmup(config, overrides)
+    return config.override(overrides), state, note
+
+
+def _fit_warmup(config: Config, overrides: dict[str, str]) -> tuple[dict[str, str], str]:
+    """``--set max_iters=20`` alone is a smoke run: a preset warm-up longer than that is scaled down (and said).
+
+    Only a contradiction the user wrote (both max_iters and warmup_iters) is refused."""
+    if "max_iters" not in overrides or "warmup_iters" in overrides:
+        return overrides, ""
+    max_iters = config.override({**overrides, "warmup_iters": 0}).train.max_iters
+    warmup = config.train.warmup_iters
+    if warmup <= max_iters:
+        return overrides, ""
+    scaled = max_iters // 10
+    note = (
+        f"note: warmup_iters={warmup} does not fit max_iters={max_iters}: using warmup_iters={scaled} "
+        f"(a tenth); --set warmup_iters=N chooses another."
+    )
+    return {**overrides, "warmup_iters": str(scaled)}, note
+
+
+def _resume_command(args: argparse.Namespace, data_dir: Path) -> str:
+    """The command that continues this run: the same arguments, with --resume."""
+    cmd = ["llmlab", "train", "--data", str(data_dir), "--out", str(args.out)]
+    if args.preset:
+        cmd += ["--preset", args.preset]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    if args.metrics:
+        cmd += ["--metrics", args.metrics]
+    if args.threads != "auto":
+        cmd += ["--threads", str(args.threads)]
+    if args.quiet:
+        cmd.append("--quiet")
+    return shlex.join([*cmd, "--resume"])
+
+
+def _interrupted_line(stop: TrainingInterrupted, args: argparse.Namespace, data_dir: Path) -> str:
+    """One line: where the run stopped, what was saved, and the exact command that continues it."""
+    how = f" ({stop.signal_name})" if stop.signal_name else ""
+    resume = f" Continue with: {_resume_command(args, data_dir)}"
+    if stop.checkpoint is not None:
+        return f"interrupted{how} at step {stop.step}: this run's state is saved in {stop.checkpoint}.{resume}"
+    last = Path(args.out) / "last_checkpoint.bin"
+    return f"{stop}" + (resume if last.exists() else "")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from llmlab.train import MetricsLogger, ProgressBar, Trainer
+    from llmlab.train import MetricsLogger, ProgressBar, Trainer, TrainingInterrupted
 
-    config, state = _train_config(args)
+    config, state, note = _train_config(args)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if note and main_rank:
+        print(note, file=sys.stderr)
     if args.data is None:
         from llmlab.data import default_data_dir
 
@@ -178,9 +257,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--threads={args.threads!r} is not valid: use auto or a whole number, e.g. 2.") from None
     trainer = Trainer(
-        config, data_dir, out, callbacks=callbacks, resume=state if state is not None else False, cpu_threads=threads
+        config,
+        data_dir,
+        out,
+        callbacks=callbacks,
+        resume=state if state is not None else False,
+        cpu_threads=threads,
+        overwrite=args.overwrite,
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted as stop:
+        if trainer.dist.is_main:
+            print(_interrupted_line(stop, args, data_dir), file=sys.stderr)
+        return 143 if stop.signal_name == "SIGTERM" else 130
     if trainer.dist.is_main:
         print(
             f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "
@@ -207,6 +297,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature={args.temperature} must be >= 0 (0 = greedy, 0.8 is a good start).")
     device = select_device(args.device)
     model, tokenizer, _ = model_from_checkpoint(args.checkpoint, device)
+    _check_prompt(args.prompt, tokenizer)
     if args.seed is not None:
         torch.manual_seed(args.seed)
         if device.type == "cuda":
@@ -223,6 +314,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     print(text)
     return 0
+
+
+def _check_prompt(prompt: str, tokenizer: object) -> None:
+    """A prompt the model's tokenizer cannot encode: say what a command-line user can do about it."""
+    try:
+        tokenizer.encode(prompt)  # type: ignore[attr-defined]
+    except ValueError:
+        known = getattr(getattr(tokenizer, "base", tokenizer), "stoi", None)
+        if known is None:
+            raise
+        unknown = sorted({c for c in prompt if c not in known})
+        shown = " ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:8])
+        raise ValueError(
+            f"--prompt has {len(unknown)} character(s) this character-level model never saw in training: {shown}. "
+            f"Remove them from the prompt, or use a model trained on BPE data, which encodes any text "
+            f"(llmlab train --set tokenizer=bpe --out out/bpe)."
+        ) from None
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -245,11 +353,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, TrainingError) as e:
+    except (ValueError, FileNotFoundError, TrainingError, MemoryError) as e:
         # Expected failures: one clear line, no traceback (LLMLAB_DEBUG=1 shows it).
         if os.environ.get("LLMLAB_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A file or folder the system refused (permissions, a device, a full disk): name it and what to check.
+        if os.environ.get("LLMLAB_DEBUG"):
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"error: cannot use{where}: {e.strerror or e}. Check the path, its permissions and free space.",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)

@@ -9,6 +9,7 @@ Everything here depends on the machine, not on the model or the data, so the tra
 - :class:`DistInfo`, :func:`setup_distributed`, :func:`teardown_distributed`, :func:`all_reduce_mean`,
   :func:`all_reduce_max`, :func:`gather_objects`, :func:`wrap_ddp`  the torchrun side of DDP
 - :func:`peak_flops_for`  the peak FLOP/s an MFU figure divides by
+- :class:`StopSignals`  Ctrl-C / SIGTERM ask training to stop between two steps instead of killing it mid-step
 
 Imports only torch and the standard library.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +41,12 @@ __all__ = [
     "teardown_distributed",
     "all_reduce_mean",
     "all_reduce_max",
+    "any_rank",
     "gather_objects",
     "wrap_ddp",
     "GPU_PEAK_FLOPS",
     "peak_flops_for",
+    "StopSignals",
 ]
 
 # torch >= 2.5 exposes the CUDA OOM error at top level; older builds only under torch.cuda.
@@ -248,6 +253,13 @@ def all_reduce_max(value: float, dist: DistInfo, device: torch.device) -> float:
     return float(t)
 
 
+def any_rank(flag: bool, dist: DistInfo, device: torch.device) -> bool:
+    """True when ``flag`` is true on any rank (a collective: every rank must call it at the same step)."""
+    if not dist.enabled:
+        return flag
+    return all_reduce_max(1.0 if flag else 0.0, dist, device) > 0
+
+
 def gather_objects(obj: Any, dist: DistInfo) -> list[Any] | None:
     """Every rank's ``obj`` (a collective: every rank must call it), or None when not distributed."""
     if not dist.enabled:
@@ -298,3 +310,67 @@ def peak_flops_for(device: torch.device) -> float | None:
             if key in name:
                 return peak
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM
+
+
+class StopSignals:
+    """While active, Ctrl-C (SIGINT) and SIGTERM ask for a stop instead of killing the work mid-step.
+
+    ``with StopSignals() as stop:`` ... ``if stop.signal_name: ...`` -- the first signal only records its
+    name (``"SIGINT"`` / ``"SIGTERM"``), so the loop can finish the step it is in, save, and stop. A second
+    signal raises KeyboardInterrupt at once (``forced`` is then True): pressing Ctrl-C twice always stops.
+    The previous handlers are restored on exit. Signal handlers can only be set from the main thread;
+    elsewhere (a worker thread) this does nothing and Ctrl-C keeps its usual effect. A signal that is
+    ignored (SIG_IGN, e.g. SIGINT for a background job) stays ignored.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.forced = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def install(self) -> None:
+        """Take over SIGINT and SIGTERM (main thread only; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            # A signal the parent set to be ignored (a background job's SIGINT) stays ignored.
+            if number is not None and number not in self._previous and signal.getsignal(number) != signal.SIG_IGN:
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        """Give the signals back to the handlers they had before :meth:`install`."""
+        for number, previous in self._previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def agreed(self, step: int, dist: DistInfo, device: torch.device, every: int = 1) -> str | None:
+        """The signal that asked for a stop, or None. Under DDP every rank must stop at the same step, so
+        the ranks agree (a collective) every ``every`` steps only, not at each step."""
+        if not dist.enabled:
+            return self.signal_name
+        if step % every:
+            return None
+        return (self.signal_name or "SIGTERM") if any_rank(self.signal_name is not None, dist, device) else None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signal_name is not None:
+            self.forced = True
+            raise KeyboardInterrupt(f"{name} again: stopping at once")
+        self.signal_name = name

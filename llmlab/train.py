@@ -14,9 +14,14 @@ The learning rate follows :func:`lr_at` (linear warmup, then cosine down to ``mi
 bits per byte (comparable across char, BPE and GPT-2 tokenizers) and ``last_checkpoint.bin`` /
 ``best_checkpoint.bin`` are written through :mod:`llmlab.checkpoint`.
 
-The rest lives beside the loop: the machine (device, dtype, compile, DDP, peak FLOPs) in
-:mod:`llmlab.runtime`; the reports and the per-machine heuristics (CPU thread tuning, out-of-memory
-retry, the "loss is stuck" hint) as :class:`Callback` objects in :mod:`llmlab.callbacks`. Under
+Ctrl-C or SIGTERM never kills a step half-way: the loop finishes the step it is in, writes
+``last_checkpoint.bin`` with that exact state (resuming from it gives the same run as no interruption)
+and raises :class:`TrainingInterrupted`.
+
+The rest lives beside the loop: the machine (device, dtype, compile, DDP, peak FLOPs, signals) in
+:mod:`llmlab.runtime`; the reports, the per-machine heuristics (CPU thread tuning, out-of-memory
+retry, the "loss is stuck" hint) as :class:`Callback` objects, and what a failed run says, in
+:mod:`llmlab.callbacks`; the run's state in and out of a checkpoint in :mod:`llmlab.checkpoint`. Under
 ``torchrun`` the same loop runs distributed (DDP): each process trains on its own stream of batches,
 gradients are averaged across processes once per optimizer step, and only rank 0 logs and writes
 checkpoints::
@@ -27,7 +32,6 @@ checkpoints::
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import os
 import statistics
@@ -35,23 +39,45 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from llmlab import callbacks as helpers  # the opt-in heuristics: ThreadTuner, OOMRetry, StuckHint
 from llmlab import runtime
-from llmlab.callbacks import Callback, EvalInfo, MetricsLogger, ProgressBar, StepInfo, TrainResult
-from llmlab.checkpoint import BEST_NAME, LAST_NAME, TrainingState, load_model_state, load_resume_state, save_checkpoint
+from llmlab.callbacks import (
+    Callback,
+    EvalInfo,
+    MetricsLogger,
+    ProgressBar,
+    StepInfo,
+    TrainingError,
+    TrainingInterrupted,
+    TrainResult,
+)
+from llmlab.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    TrainingState,
+    capture_state,
+    check_out_dir,
+    restore_state,
+    resume_state,
+    save_checkpoint,
+)
 from llmlab.config import Config, TrainConfig
 from llmlab.metrics import bits_per_byte
 from llmlab.runtime import OutOfMemoryError, explain_device, peak_flops_for, select_device, select_dtype, should_compile
+
+if TYPE_CHECKING:
+    from llmlab.model import GPT
 
 # The public names, including those re-exported from callbacks / runtime / metrics for older imports.
 __all__ = [
     "lr_at",
     "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "Callback",
     "StepInfo",
     "EvalInfo",
@@ -65,10 +91,6 @@ __all__ = [
     "peak_flops_for",
     "bits_per_byte",
 ]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (loss diverged, out of memory); the message says what to change."""
 
 
 def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> float:
@@ -89,12 +111,29 @@ def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> 
 
 
 class Trainer:
-    """Trains a GPT on a prepared data directory and writes checkpoints to ``out_dir``.
+    """Trains a GPT on ``data`` and writes checkpoints to ``out_dir``.
 
     ``Trainer(config, data_dir, out_dir, callbacks=[ProgressBar()]).fit()`` is the whole API; the model,
     optimizer and tokenizer are attributes for notebooks to inspect. ``resume=True`` continues from
     ``out_dir/last_checkpoint.bin`` (the model settings must match it; training settings may change);
-    a :class:`~llmlab.checkpoint.TrainingState` already loaded (the CLI's) is used as is.
+    a :class:`~llmlab.checkpoint.TrainingState` already loaded (the CLI's) is used as is. An ``out_dir``
+    that holds another run's checkpoints is refused unless ``resume`` continues it or ``overwrite=True``
+    replaces it (its checkpoints are removed when ``fit`` starts).
+
+    ``data`` (or the keyword ``data_dir=``) is a prepared folder (:func:`llmlab.data.prepare`), or any
+    object with the same three members as :class:`llmlab.data.batches.PreparedData`:
+
+    - ``meta``: a mapping with ``vocab_size`` (it sets the model's), ``val_tokens`` and ``val_bytes`` (val
+      loss -> bits per byte); saved in checkpoints as ``data_meta``;
+    - ``tokenizer``: a :class:`~llmlab.tokenizers.Tokenizer` (saved in checkpoints; a resumed checkpoint's
+      must have the same fingerprint);
+    - ``batches(split, batch_size, seed, rank, world_size, device)`` -> a sampler for ``"train"`` / ``"val"``
+      with ``next()`` -> ``(x, y)`` int64 ``(B, T)`` tensors on ``device`` (y = -1 is ignored by the loss),
+      ``eval_batches(n)`` (the same n batches at every call), ``state_dict()`` / ``load_state_dict()``
+      (its position, for exact resume); ``T`` at most ``config.model.block_size``.
+
+    ``init_model`` starts from these weights instead of a fresh initialisation (fine-tuning); it is trained
+    in place, and its ``config`` must equal ``config.model`` (with the data's vocab_size).
 
     The keyword arguments switch on the machine-specific helpers from :mod:`llmlab.callbacks` (on by
     default, as the notebooks and the CLI expect): ``cpu_threads="auto"`` adds a :class:`ThreadTuner`
@@ -107,37 +146,54 @@ class Trainer:
     def __init__(
         self,
         config: Config,
-        data_dir: str | os.PathLike,
-        out_dir: str | os.PathLike,
+        data: str | os.PathLike | Any = None,
+        out_dir: str | os.PathLike | None = None,
         callbacks: Sequence[Callback] = (),
         resume: bool | TrainingState = False,
         oom_retry: bool = True,
         stuck_patience: int = 3,
         cpu_threads: int | str = "auto",
+        overwrite: bool = False,
+        init_model: GPT | None = None,
+        *,
+        data_dir: str | os.PathLike | None = None,
     ) -> None:
-        from llmlab import data as data_mod  # lazily: `import llmlab.train` stays light for the widgets
-        from llmlab.model import GPT
+        from llmlab.analysis import check_step_fits  # lazily: `import llmlab.train` stays light for the widgets
+        from llmlab.data.batches import PreparedData
 
-        self.data_dir = Path(data_dir)
+        if (data is None) == (data_dir is None) or out_dir is None:
+            raise TypeError("Trainer(config, data, out_dir): give the data (or data_dir=) once, and out_dir.")
+        data = data if data is not None else data_dir
         self.out_dir = Path(out_dir)
         self.messages: list[str] = []
         self.dist = runtime.dist_from_env()
 
         # Data first: a missing train.bin should fail before anything is allocated or written.
-        self.meta = data_mod.load_meta(self.data_dir)
-        self.tokenizer = data_mod.load_tokenizer_for(self.data_dir)
+        prepared = isinstance(data, (str, os.PathLike))
+        self.data_dir = Path(data) if prepared else None
+        self.data = PreparedData(data, config.model.block_size) if prepared else data
+        self.meta, self.tokenizer = self.data.meta, self.data.tokenizer
         config, self._data_note = self._apply_data(config)
-        state = self._resume_state(resume, config, data_mod)
+        if self.dist.is_main:  # a writable folder, and no other run's checkpoints to replace unasked
+            check_out_dir(self.out_dir, resume=bool(resume), overwrite=overwrite)
+        self._overwrite = overwrite and not resume
+        state = resume_state(resume, self.out_dir, config.model, self.tokenizer)
         self.config = config
         tc = config.train
 
         self.device, self._owns_process_group = runtime.setup_distributed(self.dist, tc.device)
         self.dtype = select_dtype(tc.dtype, self.device)
+        # A step that cannot fit is refused with the numbers before anything large is allocated.
+        check_step_fits(config, self.device, 4 if self.dtype == torch.float32 else 2)
         runtime.enable_tf32(self.device)
+        self._eval_batches: dict[tuple[str, int], Any] = {}
+        self.train_batches = self._batches("train", tc.batch_size, tc.seed)
+        for split in ("train", "val"):  # built now: a batch larger than a split is refused here
+            self._eval_batches[(split, tc.batch_size)] = self._batches(split, tc.batch_size, tc.seed)
         # Same seed on every rank for the initial weights (DDP also broadcasts rank 0's), then a
         # rank-specific one so dropout masks differ between ranks.
         torch.manual_seed(tc.seed)
-        self.raw_model = GPT(config.model).to(self.device)
+        self.raw_model = self._initial_model(init_model).to(self.device)
         if self.dist.rank:
             torch.manual_seed(tc.seed + self.dist.rank)
         self.optimizer = self.raw_model.configure_optimizer(
@@ -149,9 +205,9 @@ class Trainer:
         self.start_iter = 0
         self.best_val_loss = float("inf")
         self.train_seconds = 0.0
-        self._eval_batches: dict[tuple[str, int], Any] = {}
-        self.train_batches = self._batches("train", tc.batch_size, tc.seed)
-        history = self._restore(state) if state is not None else {}
+        self.saved_step: int | None = None  # the step out_dir/last_checkpoint.bin holds from this run, if any
+        self.resumed_from = ""
+        history = restore_state(self, state) if state is not None else {}
         # The run's record, filled by fit(); a resumed run's starts with the earlier steps and evaluations.
         self.result = TrainResult(
             steps=[StepInfo(**s) for s in history.get("steps", [])],
@@ -177,19 +233,28 @@ class Trainer:
             self._add_helper(helpers.StuckHint(stuck_patience))
         self.flops_per_token = self.raw_model.estimate_flops_per_token()
         self.peak_flops = peak_flops_for(self.device)
+        self.signals = runtime.StopSignals()  # Ctrl-C / SIGTERM during fit()
+        self.safe_step: int | None = None  # the step the training state is exactly at (None: mid-step)
         self._fitted = False
 
     # ---- the loop --------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Train until ``max_iters`` (or ``max_seconds``): schedule -> step -> evaluate -> checkpoint -> log."""
+        """Train until ``max_iters`` (or ``max_seconds``): schedule -> step -> evaluate -> checkpoint -> log.
+
+        Ctrl-C / SIGTERM: the step under way finishes, its exact state goes to ``last_checkpoint.bin``, and
+        :class:`TrainingInterrupted` is raised (a second Ctrl-C stops at once, without saving).
+        """
         if self._fitted:
             raise RuntimeError("Trainer.fit() ran already; build a new Trainer (resume=True continues a run).")
         self._fitted = True
         tc, mc, result = self.config.train, self.config.model, self.result
         step, stop, lr = self.start_iter, "", lr_at(self.start_iter, tc)
-        evaluated_at = step if step > 0 else -1  # a resumed run was evaluated where its checkpoint was written
+        # A resumed run was evaluated where its checkpoint was written, unless it was interrupted between evaluations.
+        evaluated_at = step if step > 0 and (not result.evals or result.evals[-1].step == step) else -1
+        self.safe_step = step
         try:
+            self.signals.install()  # Ctrl-C / SIGTERM now ask for a stop between steps
             self._start()  # device line, on_train_start, what the data decided
             t_start = time.perf_counter() - self.train_seconds  # the clock goes on across a resume
             window_t0, window_steps = time.perf_counter(), 0  # throughput is measured between log lines
@@ -222,13 +287,18 @@ class Trainer:
                     window_t0, window_steps = time.perf_counter(), 0  # eval time is not training throughput
                 if stop:
                     break
+                signal_name = self.signals.agreed(step, self.dist, self.device, tc.log_interval)
+                if signal_name:  # Ctrl-C / SIGTERM arrived during the last step: keep exactly this state, stop
+                    raise helpers.interrupted(self, signal_name)
 
                 # ---- one optimizer step at the scheduled learning rate
                 lr = lr_at(step, tc, time_fraction)
                 self._emit("on_step_start", step)
                 t_step = time.perf_counter()
+                self.safe_step = None  # mid-step: an exception now leaves no exact state to save
                 loss = self._retry_on_oom(self.train_step, lr)  # () mean over micro-batches, still on the device
                 step += 1
+                self.safe_step = step
                 window_steps += 1
                 self._emit("on_step_timed", step, time.perf_counter() - t_step)
 
@@ -249,9 +319,12 @@ class Trainer:
                     window_t0, window_steps = time.perf_counter(), 0
             return self._finish(step, stop, time.perf_counter() - t_start)
         except BaseException as error:
-            self._abort(error)
+            reported = self._abort(error)  # a plain Ctrl-C becomes TrainingInterrupted (state saved if exact)
+            if reported is not error:
+                raise reported from error
             raise
         finally:
+            self.signals.restore()
             if torch.get_num_threads() != self._threads_before:
                 torch.set_num_threads(self._threads_before)
             runtime.teardown_distributed(self._owns_process_group)
@@ -319,26 +392,7 @@ class Trainer:
 
     def training_state(self, step: int) -> TrainingState:
         """Everything needed to continue this run exactly from ``step`` (see :mod:`llmlab.checkpoint`)."""
-        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return TrainingState(
-            model=self.raw_model.state_dict(),
-            config=self.config.to_dict(),
-            tokenizer=self.tokenizer.to_dict(),
-            optimizer=self.optimizer.state_dict(),
-            iter=step,
-            best_val_loss=self.best_val_loss,
-            train_seconds=self.train_seconds,
-            rng=rng,
-            sampler=self.train_batches.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-            data_meta=dict(self.meta),
-            history={
-                "steps": [dict(vars(s)) for s in self.result.steps],
-                "evals": [dict(vars(e)) for e in self.result.evals],
-            },
-        )
+        return capture_state(self, step)
 
     def save(self, step: int, is_best: bool) -> None:
         """Write ``last_checkpoint.bin`` (and ``best_checkpoint.bin``); every rank calls it, rank 0 writes."""
@@ -349,76 +403,48 @@ class Trainer:
         state = self.training_state(step)
         state.sampler_by_rank = samplers
         save_checkpoint(self.out_dir / LAST_NAME, state)
+        self.saved_step = step
         if is_best:
             save_checkpoint(self.out_dir / BEST_NAME, state)
-
-    def _resume_state(self, resume: bool | TrainingState, config: Config, data_mod: Any) -> TrainingState | None:
-        if isinstance(resume, TrainingState):
-            state = resume
-        elif resume:
-            state = load_resume_state(self.out_dir)  # the one place a missing checkpoint is reported
-        else:
-            return None
-        state.check_architecture(config.model, source=str(self.out_dir / LAST_NAME))
-        if state.tokenizer is not None:
-            data_mod.check_compatible(self.meta, state.tokenizer)
-        return state
-
-    def _restore(self, state: TrainingState) -> dict[str, Any]:
-        """Load a checkpoint's model, optimizer, RNG and sampler state; return its history."""
-        load_model_state(self.raw_model, state.model)
-        if state.optimizer is None:
-            raise ValueError(
-                f"{self.out_dir / LAST_NAME} has no optimizer state, so it cannot be resumed; "
-                f"start a fresh run in a new --out directory."
-            )
-        self.optimizer.load_state_dict(state.optimizer)
-        if self.scaler is not None and state.scaler:
-            self.scaler.load_state_dict(state.scaler)
-        self.start_iter = state.iter
-        self.best_val_loss = state.best_val_loss
-        self.train_seconds = state.train_seconds
-        if "cpu" in state.rng:
-            torch.set_rng_state(state.rng["cpu"])
-        cuda_rng = state.rng.get("cuda")
-        if cuda_rng is not None and self.device.type == "cuda" and len(cuda_rng) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_rng)
-        if state.sampler_by_rank and len(state.sampler_by_rank) == self.dist.world_size:
-            self.train_batches.load_state_dict(state.sampler_by_rank[self.dist.rank])
-        elif state.sampler is not None:
-            # Every rank draws the same number of batches: rank 0's position is everyone's position.
-            self.train_batches.load_state_dict(state.sampler)
-        if self.dist.rank:
-            torch.manual_seed(self.config.train.seed + self.dist.rank + self.start_iter)
-        return state.history or {}
 
     # ---- setup helpers -----------------------------------------------------------------------------
 
     def _apply_data(self, config: Config) -> tuple[Config, str]:
         """The data decides vocab_size and the tokenizer: apply both, and say so (once) where the config differs."""
-        decided = {"vocab_size": int(self.meta["vocab_size"]), "tokenizer": self.tokenizer.name}
+        decided: dict[str, Any] = {"vocab_size": int(self.meta["vocab_size"])}
+        if self.tokenizer.name in ("char", "bpe", "gpt2"):  # a config names a base tokenizer (not e.g. "chat")
+            decided["tokenizer"] = self.tokenizer.name
         asked = {"vocab_size": config.model.vocab_size, "tokenizer": config.train.tokenizer}
         changed = [f"{k}={v!r} (the config said {asked[k]!r})" for k, v in decided.items() if v != asked[k]]
-        note = f"note: the data in {self.data_dir} sets {', '.join(changed)}." if changed else ""
+        where = self.data_dir if self.data_dir is not None else type(self.data).__name__
+        note = f"note: the data in {where} sets {', '.join(changed)}." if changed else ""
         return config.override(decided), note
+
+    def _initial_model(self, init_model: GPT | None) -> GPT:
+        """A fresh GPT for ``self.config.model``, or ``init_model`` when its settings are exactly those."""
+        from llmlab.model import GPT
+
+        if init_model is None:
+            return GPT(self.config.model)
+        mine, theirs = self.config.model, getattr(init_model, "config", None)
+        if not isinstance(init_model, GPT) or theirs != mine:
+            diffs = [
+                f"{k}: init_model {getattr(theirs, k, '?')!r}, config {getattr(mine, k)!r}"
+                for k in vars(mine)
+                if getattr(theirs, k, None) != getattr(mine, k)
+            ]
+            raise ValueError(
+                f"init_model does not match config.model ({'; '.join(diffs) or 'not an llmlab GPT'}): build the "
+                f"config from the model's own settings, e.g. config.override(dataclasses.asdict(model.config))."
+            )
+        return init_model
 
     def _add_helper(self, helper: Callback) -> None:
         if not any(isinstance(cb, type(helper)) for cb in self.callbacks):
             self.callbacks.append(helper)
 
     def _batches(self, split: str, batch_size: int, seed: int) -> Any:
-        from llmlab.data import TokenBatches
-
-        return TokenBatches(
-            self.data_dir,
-            split,
-            self.config.model.block_size,
-            batch_size,
-            device=str(self.device),
-            seed=seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
+        return self.data.batches(split, batch_size, seed, self.dist.rank, self.dist.world_size, str(self.device))
 
     # ---- reporting -----------------------------------------------------------------------------------
 
@@ -448,7 +474,11 @@ class Trainer:
 
     def _start(self) -> None:
         if self.dist.is_main:
+            check_out_dir(self.out_dir, resume=True)  # still writable (and no race since __init__)
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self._overwrite:  # the replaced run's checkpoints go now: the folder never mixes two runs
+                for name in (LAST_NAME, BEST_NAME):
+                    (self.out_dir / name).unlink(missing_ok=True)
             self.log(
                 explain_device(self.device)
                 if self.device.type != "cuda"
@@ -456,6 +486,8 @@ class Trainer:
                 f"compile={self.compiled}, world_size={self.dist.world_size}"
             )
         self._emit("on_train_start")
+        if self.start_iter:
+            self.log(f"continuing from step {self.start_iter} of {self.config.train.max_iters} ({self.resumed_from})")
         if self._data_note:
             self.log(self._data_note)
         self.raw_model.train()
@@ -473,18 +505,15 @@ class Trainer:
         self._emit("on_train_end", result)
         return result
 
-    def _abort(self, error: BaseException) -> None:
-        if isinstance(error, KeyboardInterrupt):
-            last = self.out_dir / LAST_NAME
-            self.log(
-                "interrupted. "
-                + (
-                    f"Continue with --resume (last checkpoint: {last})."
-                    if last.exists()
-                    else "No checkpoint was written yet."
-                )
-            )
+    def _abort(self, error: BaseException) -> BaseException:
+        """Tell the callbacks; a KeyboardInterrupt is reported as :class:`TrainingInterrupted` (what was saved)."""
+        if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
+            try:
+                error = helpers.interrupted(self, None)
+            except BaseException as failed:  # e.g. the disk is full: report that, not the interrupt
+                error = failed
         self._emit("on_train_abort", error)
+        return error
 
     def _bpb(self, loss: float) -> float:
         return bits_per_byte(loss, int(self.meta["val_tokens"]), int(self.meta["val_bytes"]))
@@ -492,22 +521,8 @@ class Trainer:
     # ---- what can go wrong ---------------------------------------------------------------------------
 
     def _check_finite(self, value: float, step: int, what: str, lr: float) -> None:
-        if math.isfinite(value):
-            return
-        tc = self.config.train
-        last = self.out_dir / LAST_NAME
-        kept = (
-            f"The last good checkpoint is kept at {last}."
-            if last.exists()
-            else "No checkpoint was written yet (none before the first evaluation)."
-        )
-        fp16 = " or use dtype=bfloat16 / float32 instead of float16" if self.dtype == torch.float16 else ""
-        clip = "" if tc.grad_clip > 0 else ", turn on gradient clipping (grad_clip=1.0)"
-        raise TrainingError(
-            f"{what} became {value} at step {step} (lr={lr:.3g}): training diverged. Lower max_lr "
-            f"(now {tc.max_lr:g}; try --set max_lr={tc.max_lr / 3:.2g}){clip}, lengthen warmup_iters "
-            f"(now {tc.warmup_iters}){fp16}. {kept}"
-        )
+        if not math.isfinite(value):
+            raise helpers.diverged(self, value, step, what, lr)
 
     def _retry_on_oom(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``; after a CUDA out-of-memory error, as the callbacks decide: smaller micro-batch, or stop."""
@@ -515,44 +530,4 @@ class Trainer:
             try:
                 return fn(*args)
             except OutOfMemoryError as error:
-                self._recover_from_oom(error)
-
-    def _recover_from_oom(self, error: BaseException) -> None:
-        tc, mc = self.config.train, self.config.model
-        self.optimizer.zero_grad(set_to_none=True)
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        b = tc.batch_size
-        new = next((n for n in self._emit("on_oom", error) if n is not None), None)
-        if new is None:
-            smaller = helpers.smaller_batch(b)
-            fit = (
-                f"batch_size={smaller} grad_accum_steps={tc.grad_accum_steps * (b // smaller)}"
-                if b > 1
-                else f"block_size={max(1, mc.block_size // 2)}"
-            )
-            raise TrainingError(
-                f"out of memory on {self.device} at batch_size={b}, block_size={mc.block_size}, "
-                f"grad_accum_steps={tc.grad_accum_steps} ({self.raw_model.num_parameters() / 1e6:.1f} M parameters). "
-                f"Try --set {fit} (same sequences per step)"
-                + ("" if b > 1 else ", or a smaller model (embedding_size/depth)")
-                + (", or dtype=bfloat16" if self.dtype == torch.float32 and self.device.type == "cuda" else "")
-                + "."
-            )
-        if isinstance(new, bool) or not isinstance(new, int) or not 1 <= new < b or b % new:
-            raise ValueError(
-                f"an on_oom callback returned batch size {new!r}: it must divide batch_size={b} and be smaller."
-            )
-        accum = tc.grad_accum_steps * (b // new)
-        self.config = self.config.override(batch_size=new, grad_accum_steps=accum)
-        # The same stream, continued from where it is: fresh batches, never a replay of earlier ones, and
-        # a resumed run continues it exactly (the checkpoint records the position and the new batch size).
-        position = self.train_batches.state_dict()
-        self.train_batches = self._batches("train", new, int(position["seed"]))
-        self.train_batches.load_state_dict({**position, "batch_size": new})
-        self.log(
-            f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
-            f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
-            f"--set batch_size={new} grad_accum_steps={accum}."
-        )
+                helpers.recover_from_oom(self, error)

@@ -20,6 +20,8 @@ from llmlab.callbacks import (
     StuckHint,
     ThreadTuner,
     TrainResult,
+    divergence_advice,
+    nearest_preset,
     smaller_batch,
 )
 from llmlab.config import get_preset
@@ -173,3 +175,14 @@ def test_metrics_logger_rewrites_a_resumed_file(tmp_path: Any) -> None:
     assert rows[-1]["loss"] == pytest.approx(1.9)
     with pytest.raises(ValueError, match=r"\.csv or \.jsonl"):
         MetricsLogger(tmp_path / "m.txt")
+
+
+def test_divergence_advice_names_a_known_good_max_lr() -> None:
+    assert nearest_preset(get_preset("cpu_small").model) == ("cpu_small", 2e-3)
+    assert nearest_preset(get_preset("gpt2_124m").model) == ("gpt2_124m", 6e-4)
+    assert nearest_preset(get_preset("seed_manual").model) == ("seed_manual", 2.5e-5)
+    high = divergence_advice(get_preset("cpu_small").override(max_lr=10.0), float16=False)
+    assert high.startswith("Lower max_lr (now 10) to cpu_small's default 0.002, a safe choice: --set max_lr=0.002")
+    low = divergence_advice(get_preset("cpu_small").override(max_lr=1e-3, min_lr=1e-4, grad_clip=0.0), float16=True)
+    assert "already at or below cpu_small's default 0.002: try --set max_lr=0.00033" in low
+    assert "grad_clip=1.0" in low and "bfloat16" in low

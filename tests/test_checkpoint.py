@@ -3,7 +3,9 @@ and every bad input named in the issue."""
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ import torch
 
 from llmlab.checkpoint import (
     FORMAT_VERSION,
+    CheckpointWriteError,
     TrainingState,
+    check_out_dir,
     clean_state_dict,
     describe_checkpoint,
     load_checkpoint,
@@ -229,3 +233,70 @@ def test_describe_reports_bits_per_byte_through_metrics() -> None:
     payload["data_meta"] = {"val_tokens": 200, "val_bytes": 300, "source": "x", "train_tokens": 10, "split": "tail"}
     text = describe_checkpoint(TrainingState.from_dict(payload))
     assert f"= {bits_per_byte(1.5, 200, 300):.3f} bits/byte" in text and "depth=2" in text
+
+
+# ---- a full disk, a read-only folder, a damaged last checkpoint ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, says",
+    [
+        (errno.ENOSPC, r"the disk is full \(No space left on device\)\. The previous c\.bin is unchanged\. Fix: free"),
+        (errno.EACCES, r"the folder is not writable \(Permission denied\)\. The previous c\.bin is unchanged\. Fix: "),
+        (errno.EROFS, r"the folder is not writable \(Read-only file system\).* make this one writable"),
+    ],
+    ids=["ENOSPC", "EACCES", "EROFS"],
+)
+@pytest.mark.parametrize("where", ["write", "temp file"])
+def test_disk_full_or_read_only_is_one_clear_error_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, says: str, where: str
+) -> None:
+    _, payload = _payload()
+    path = save_checkpoint(tmp_path / "c.bin", payload)
+    before = path.read_bytes()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        if where == "write":
+            args[1].write(b"PK\x03\x04 some bytes")  # type: ignore[attr-defined]
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(torch, "save", fail) if where == "write" else monkeypatch.setattr(tempfile, "mkstemp", fail)
+    with pytest.raises(CheckpointWriteError, match=rf"could not write the checkpoint {path}: {says}") as info:
+        save_checkpoint(path, {**payload, "iter": 99})
+    assert isinstance(info.value, OSError) and isinstance(info.value, ValueError) and info.value.errno == code
+    assert not str(info.value).startswith("[Errno")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bin"]
+
+
+def test_a_damaged_last_checkpoint_points_to_resume_from_best(tmp_path: Path) -> None:
+    _, payload = _payload()
+    save_checkpoint(tmp_path / "best_checkpoint.bin", payload)
+    last = save_checkpoint(tmp_path / "last_checkpoint.bin", payload)
+    last.write_bytes(last.read_bytes()[:200])
+    with pytest.raises(
+        ValueError,
+        match=rf"truncated or corrupt.*replace --resume with --resume-from {tmp_path / 'best_checkpoint.bin'}",
+    ) as info:
+        load_resume_state(tmp_path)
+    assert "Use the other checkpoint" not in str(info.value)  # --resume cannot read the other one by itself
+    last.unlink()
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from.*--resume-from"):
+        load_resume_state(tmp_path)
+    # The state read with load_training_state knows its file (not saved into the checkpoint).
+    state = load_training_state(tmp_path / "best_checkpoint.bin")
+    assert state.source == str(tmp_path / "best_checkpoint.bin") and "source" not in state.to_dict()
+
+
+def test_check_out_dir(tmp_path: Path) -> None:
+    check_out_dir(tmp_path / "new" / "deeper")  # missing: fine, and nothing is created by the check
+    assert not (tmp_path / "new").exists()
+    _, payload = _payload()
+    save_checkpoint(tmp_path / "run" / "best_checkpoint.bin", payload)
+    with pytest.raises(ValueError, match=r"holds a finished run \(best_checkpoint.bin\): --resume it"):
+        check_out_dir(tmp_path / "run")
+    check_out_dir(tmp_path / "run", resume=True)
+    check_out_dir(tmp_path / "run", overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointWriteError, match="is a file, not a folder"):
+        check_out_dir(tmp_path / "file")

@@ -221,3 +221,187 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: checkpoint") and "Traceback" not in done.stderr
+
+
+# ---- robustness: refusals, advice a command-line user can act on, Ctrl-C ---------------------------------
+
+
+def test_prepare_defaults_make_the_data_that_train_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmlab import data
+    from llmlab.config import get_preset
+    from llmlab.data.sources import DEFAULT_TOKENIZER
+
+    parser = build_parser()
+    args = parser.parse_args(["prepare"])
+    assert (args.split, args.tokenizer) == ("auto", DEFAULT_TOKENIZER) == ("auto", get_preset().train.tokenizer)
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["prepare"].format_help().split())  # type: ignore[union-attr]
+    assert "auto (default): whole documents when there are at least 10, else the tail of the text" in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prepare", "--split", "random"])
+    calls: list[dict] = []
+    monkeypatch.setattr(data, "prepare", lambda **kw: calls.append(kw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare"]) == 0
+    # The folder and settings `llmlab train` (no --data) prepares and reads by itself.
+    assert calls == [
+        {
+            "source": None,
+            "tokenizer": DEFAULT_TOKENIZER,
+            "out_dir": data.default_data_dir(None, get_preset().train.tokenizer),
+            "num_proc": 1,
+            "val_fraction": 0.1,
+            "split": "auto",
+            "force": False,
+        }
+    ]
+
+
+def test_max_iters_alone_scales_the_presets_warmup_down(
+    char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smoke = [a for a in TINY if a not in ("warmup_iters=2", "max_iters=12")]
+    smoke = [a for i, a in enumerate(smoke) if not (a == "--set" and smoke[i + 1].startswith("--"))]
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(char_data), "--out", str(out), *smoke, "--set", "max_iters=20"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warmup_iters=50 does not fit max_iters=20: using warmup_iters=2") == 1
+    assert torch.load(out / "last_checkpoint.bin")["config"]["train"]["warmup_iters"] == 2
+    # Both written by the user and contradictory: refused, one line.
+    args = ["train", "--data", str(char_data), "--out", str(tmp_path / "o2"), "--set", "max_iters=20"]
+    assert main([*args, "--set", "warmup_iters=50"]) == 1
+    assert "warmup_iters=50 is not valid" in _one_error_line(capsys)
+
+
+def test_a_second_train_into_the_same_out_is_refused_until_overwrite(
+    char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["train", "--data", str(char_data), "--out", str(out), *TINY]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*args, "--set", "seed=9"]) == 1
+    line = _one_error_line(capsys)
+    assert f"error: {out} holds a finished run (step 12 of 12;" in line
+    assert "--resume it" in line and "choose another --out" in line and "pass --overwrite" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # best_checkpoint.bin, metrics.csv untouched
+    assert main([*args, "--resume", "--overwrite"]) == 1
+    assert "contradict" in _one_error_line(capsys)
+    assert main([*args, "--set", "seed=9", "--overwrite"]) == 0
+    assert (out / "best_checkpoint.bin").read_bytes() != before["best_checkpoint.bin"]
+
+
+def test_resume_says_where_it_continues_and_a_damaged_last_checkpoint_has_a_way_out(
+    char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    base = ["train", "--data", str(char_data), "--out", str(out), "--quiet"]
+    assert main([*base, *TINY, "--set", "eval_interval=5"]) == 0  # best at 5 or 10, last at 12
+    capsys.readouterr()
+    last = out / "last_checkpoint.bin"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    assert main([*base, "--resume"]) == 1
+    line = _one_error_line(capsys)
+    assert f"replace --resume with --resume-from {out / 'best_checkpoint.bin'}" in line
+    best_step = torch.load(out / "best_checkpoint.bin")["iter"]
+    assert main([*base, "--resume-from", str(out / "best_checkpoint.bin"), "--set", "max_iters=14"]) == 0
+    captured = capsys.readouterr()
+    assert f"continuing from step {best_step} of 14 ({out / 'best_checkpoint.bin'})" in captured.err
+    assert "done: 14 steps" in captured.out and torch.load(last)["iter"] == 14
+
+
+def test_an_emoji_prompt_on_a_character_model_says_what_a_cli_user_can_do(
+    char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out / "best_checkpoint.bin"), "--prompt", "ROMEO: 🙂 hi"]) == 1
+    line = _one_error_line(capsys)
+    assert "'🙂' (U+1F642)" in line and "never saw" in line
+    assert "Remove them from the prompt" in line and "BPE" in line and "llmlab train --set tokenizer=bpe" in line
+    assert "get_tokenizer" not in line  # Python advice a command-line user cannot act on
+
+
+def test_a_batch_too_large_for_the_memory_is_one_line_before_anything_is_allocated(
+    char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmlab.data.batches import TokenBatches
+
+    # Drawing a batch is where the old code began to allocate 100 million windows: fail loudly instead.
+    monkeypatch.setattr(TokenBatches, "batch_at", lambda *a, **k: pytest.fail("a batch was drawn"))
+    args = ["train", "--data", str(char_data), "--out", str(tmp_path / "out"), *TINY, "--set", "batch_size=100000000"]
+    assert main(args) == 1
+    line = _one_error_line(capsys)
+    assert "batch_size=100000000 at block_size=16 needs at least" in line and "Try --set batch_size=" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_cannot_exist_is_named_with_the_fix(
+    char_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(char_data), "--out", "/proc/llmlab-x", *TINY]) == 1
+    line = _one_error_line(capsys)
+    assert "cannot create the output folder /proc/llmlab-x" in line and "--out" in line
+    assert "[Errno" not in line
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(
+    char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from llmlab.callbacks import MetricsLogger
+
+    out = tmp_path / "out"
+    real_on_eval = MetricsLogger.on_eval
+
+    def on_eval(self: MetricsLogger, trainer: object, info: object) -> None:
+        real_on_eval(self, trainer, info)
+        if info.step == 6:  # type: ignore[attr-defined]
+            monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+
+    monkeypatch.setattr(MetricsLogger, "on_eval", on_eval)
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: could not write the checkpoint {out / 'last_checkpoint.bin'}: the disk is full")
+    assert "free some space" in err[-1] and "Traceback" not in "".join(err)
+    monkeypatch.undo()
+    assert torch.load(out / "last_checkpoint.bin")["iter"] == 6
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_ctrl_c_saves_the_step_and_prints_the_command_that_continues(
+    char_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import shlex
+    import signal
+
+    from llmlab.callbacks import MetricsLogger
+
+    real_on_step_end = MetricsLogger.on_step_end
+
+    def on_step_end(self: MetricsLogger, trainer: object, info: object) -> None:
+        real_on_step_end(self, trainer, info)
+        if info.step == 10:  # type: ignore[attr-defined]  # a log step (log_interval=10)
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to this process
+
+    monkeypatch.setattr(MetricsLogger, "on_step_end", on_step_end)
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        f"interrupted (SIGINT) at step 10: this run's state is saved in {out / 'last_checkpoint.bin'}"
+    )
+    command = line.split("Continue with: ")[1]
+    assert command == shlex.join(["llmlab", "train", "--data", str(char_data), "--out", str(out), *TINY, "--resume"])
+    assert torch.load(out / "last_checkpoint.bin")["iter"] == 10
+    monkeypatch.undo()
+    assert main(shlex.split(command)[1:]) == 0
+    captured = capsys.readouterr()
+    assert "continuing from step 10 of 12" in captured.err and "done: 12 steps" in captured.out

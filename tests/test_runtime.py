@@ -119,6 +119,40 @@ def test_single_process_collectives_are_identities() -> None:
     assert setup_distributed(single, "cpu") == (torch.device("cpu"), False)
 
 
+def test_stop_signals_ask_once_then_stop_at_once_and_restore_the_handlers() -> None:
+    import os
+    import signal
+    import threading
+
+    before = signal.getsignal(signal.SIGINT)
+    with runtime.StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: only recorded, the work goes on
+        assert stop.signal_name == "SIGINT" and not stop.forced
+        assert stop.agreed(5, DistInfo(), torch.device("cpu")) == "SIGINT"
+        with pytest.raises(KeyboardInterrupt, match="SIGINT again"):
+            os.kill(os.getpid(), signal.SIGINT)  # the second: now
+        assert stop.forced
+    assert signal.getsignal(signal.SIGINT) is before
+    # Outside the main thread nothing is installed (signal.signal would fail there).
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(runtime.StopSignals().__enter__()._previous))
+    thread.start()
+    thread.join()
+    assert seen == [{}]
+    # A signal the parent ignores (a background job's SIGINT) stays ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with runtime.StopSignals():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_any_rank_single_process() -> None:
+    assert runtime.any_rank(True, DistInfo(), torch.device("cpu")) is True
+    assert runtime.any_rank(False, DistInfo(), torch.device("cpu")) is False
+
+
 def test_peak_flops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMLAB_PEAK_FLOPS", raising=False)
     assert peak_flops_for(torch.device("cpu")) is None

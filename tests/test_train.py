@@ -27,6 +27,7 @@ from llmlab.train import (
     StepInfo,
     Trainer,
     TrainingError,
+    TrainingInterrupted,
     bits_per_byte,
     lr_at,
 )
@@ -524,12 +525,15 @@ def test_resume_in_process_continues_where_it_stopped(
             if info.step == 13:  # after the checkpoint at step 10
                 raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:  # a Ctrl-C that reaches Python as KeyboardInterrupt
         Trainer(tiny_config(max_iters=20), char_data, out, callbacks=[Interrupt()], cpu_threads=threads).fit()
-    assert load_checkpoint(out / "last_checkpoint.bin")["iter"] == 10
+    # The steps since the last evaluation are kept: the checkpoint holds the interrupted state (was: step 10).
+    assert isinstance(stopped.value, TrainingInterrupted) and stopped.value.step == 13
+    assert load_checkpoint(out / "last_checkpoint.bin")["iter"] == 13
     resumed = Trainer(tiny_config(max_iters=20), char_data, out, resume=True, cpu_threads=threads).fit()
     assert [s.step for s in resumed.steps] == list(range(1, 21))  # history carried over
     assert [s.loss for s in resumed.steps] == [s.loss for s in full.steps]
+    assert [(e.step, e.val_loss) for e in resumed.evals] == [(e.step, e.val_loss) for e in full.evals]
     assert full.evals[-1].val_loss < full.evals[0].val_loss  # and it learns
 
 

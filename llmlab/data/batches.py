@@ -4,7 +4,9 @@ What a training run needs from a folder written by :func:`llmlab.data.prepare`:
 
 - :func:`load_meta`: ``meta.json``, after checking that ``train.bin`` / ``val.bin`` are there and complete;
 - :func:`check_compatible` / :func:`load_tokenizer_for`: the tokenizer that made the data (a model must use it);
-- :class:`TokenBatches`: random ``(x, y)`` windows from the memory-mapped token files, reproducible per rank.
+- :class:`TokenBatches`: random ``(x, y)`` windows from the memory-mapped token files, reproducible per rank;
+- :class:`PreparedData`: the folder in the shape :class:`llmlab.train.Trainer` reads (``meta``, ``tokenizer``,
+  ``batches``), which other training data (fine-tuning examples) can take too.
 
 This module imports neither ``datasets`` nor the preparing code: training processes load it without paying
 for either. The on-disk format it reads (:data:`FORMAT_VERSION`, :data:`BIN_FILES`, the token dtype) is
@@ -27,7 +29,15 @@ from llmlab.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_dict
 if TYPE_CHECKING:  # imported where used: torch is slow to import, and preparing data does not need it
     import torch
 
-__all__ = ["FORMAT_VERSION", "BIN_FILES", "load_meta", "check_compatible", "load_tokenizer_for", "TokenBatches"]
+__all__ = [
+    "FORMAT_VERSION",
+    "BIN_FILES",
+    "load_meta",
+    "check_compatible",
+    "load_tokenizer_for",
+    "TokenBatches",
+    "PreparedData",
+]
 
 FORMAT_VERSION = 1  # of the prepared folder (meta.json + .bin files); bump when their layout changes
 BIN_FILES = ("train.bin", "val.bin")
@@ -284,3 +294,58 @@ class TokenBatches:
             )
         self.seed = int(state.get("seed", self.seed))
         self.step = int(state["step"])
+
+
+class PreparedData:
+    """A prepared folder as training data: ``meta`` (its meta.json), ``tokenizer`` (the one that made it) and
+    ``batches(split, batch_size, seed, rank, world_size, device)`` -> a :class:`TokenBatches` of
+    ``block_size + 1``-token windows. This is the protocol :class:`llmlab.train.Trainer` reads; any object
+    with the same three members (e.g. :class:`llmlab.finetune.FineTuneData`) can be trained on instead.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], block_size: int) -> None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size={block_size!r} is not valid: it must be a whole number >= 1")
+        self.path = d = Path(data_dir)
+        rebuild = f"rebuild the folder with: {_prepare_command(d)} --force"
+        try:
+            self.meta = load_meta(d)
+            missing = [k for k in ("vocab_size", "val_tokens", "val_bytes", "fingerprint") if k not in self.meta]
+            if missing:
+                raise KeyError(", ".join(missing))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{d / 'meta.json'} is damaged (missing or wrong entry {e}); {rebuild}") from None
+        try:
+            self.tokenizer = load_tokenizer_for(d)
+        except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
+            reason = f"missing entry {e}" if isinstance(e, KeyError) else str(e).split(";")[0]
+            raise ValueError(f"{d / 'tokenizer.json'} cannot be used with this data ({reason}); {rebuild}") from None
+        self.block_size = block_size
+
+    def __repr__(self) -> str:
+        return f"PreparedData({str(self.path)!r}, block_size={self.block_size})"
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> TokenBatches:
+        """Random windows of ``split``; refuses a batch larger than the split's distinct windows."""
+        tokens, T = int(self.meta.get(f"{split}_tokens", 0)), self.block_size
+        windows = max(0, tokens - T)  # distinct start positions of a (block_size + 1)-token window
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > windows:
+            fixes = [f"--set batch_size={windows}"] if windows >= 1 else []
+            if tokens - batch_size >= 1:
+                fixes.append(f"--set block_size={tokens - batch_size}")
+            more = "a larger --val-fraction or corpus" if split == "val" else "a larger corpus"
+            fixes.append(f"prepare more text ({more})")
+            raise ValueError(
+                f"batch_size={batch_size} does not fit the {split} split: {self.path / f'{split}.bin'} has "
+                f"{tokens:,} tokens, i.e. {windows:,} windows of block_size+1 = {T + 1} tokens. "
+                f"Use {', or '.join(fixes)}."
+            )
+        return TokenBatches(self.path, split, T, batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
