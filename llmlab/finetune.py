@@ -234,11 +234,13 @@ def finetune(
     resume: bool = False,
     overrides: Mapping[str, Any] | None = None,
     mask_prompt: bool = True,
+    overwrite: bool = False,
 ) -> FineTuneResult:
     """Fine-tune the model in ``checkpoint`` on reply examples; checkpoints go to ``out_dir``.
 
     Examples the checkpoint's tokenizer cannot encode (a character vocabulary may lack a symbol) are left
-    out. ``mask_prompt=False`` trains on whole sequences, prompts included (for comparison).
+    out. ``mask_prompt=False`` trains on whole sequences, prompts included (for comparison). An earlier run
+    in ``out_dir`` is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     model, tokenizer, payload = model_from_checkpoint(checkpoint)
     model.train()
@@ -254,6 +256,7 @@ def finetune(
         callbacks=callbacks,
         resume=resume,
         init_model=model,
+        overwrite=overwrite,
     )
     result = trainer.fit()
     after = reply_bits_per_byte(trainer.raw_model, val, chat)

@@ -168,16 +168,18 @@ def run_experiment(
     label: str | None = None,
     callbacks: Sequence[Callback] = (),
     live: LivePlot | None = None,
+    overwrite: bool = True,
 ) -> RunRecord:
     """Train ``config`` on the prepared data in ``data_dir`` with llmlab's Trainer; return a :class:`RunRecord`.
 
     ``live`` (a :class:`LivePlot`) is added to ``callbacks`` and its recorded curves are kept in the
-    record. Checkpoints go to ``out_dir``.
+    record. Checkpoints go to ``out_dir``; an earlier run there is replaced (``overwrite``), since a
+    re-executed notebook numbers its runs from 1 again.
     """
     label = label or f"C={config.model.embedding_size} h={config.model.num_heads} d={config.model.depth}"
     recorder = live if live is not None else LivePlot(label=label, show=False)  # records the curves
     recorder.label = label
-    trainer = Trainer(config, data_dir=data_dir, out_dir=out_dir, callbacks=[*callbacks, recorder])
+    trainer = Trainer(config, data_dir=data_dir, out_dir=out_dir, callbacks=[*callbacks, recorder], overwrite=overwrite)
     result = trainer.fit()
     last = result.evals[-1]  # the trainer always evaluates at the final step
     settings = {
