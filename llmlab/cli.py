@@ -110,6 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--speaker", default=None, help="fine-tuned models: who replies (e.g. 'Oph.'); needs --context")
+    g.add_argument("--context", default=None, help="fine-tuned models: the speech to reply to")
+
+    f = sub.add_parser("finetune", help="fine-tune a checkpoint to reply in a chat template (notebook 08)")
+    f.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"), help="the base model")
+    f.add_argument(
+        "--data",
+        default=None,
+        help="a .jsonl file of {speaker, context, reply} lines (default: dialogue from the embedded plays)",
+    )
+    f.add_argument("--out", default=str(Path(DEFAULT_OUT) / "finetuned"))
+    f.add_argument("--max-iters", type=int, default=300)
+    f.add_argument("--max-lr", type=float, default=3e-4)
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    f.add_argument("--no-mask", action="store_true", help="train on whole sequences, prompts included")
+    f.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning run in --out")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers folder")
+    e.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"))
+    e.add_argument("--out", required=True, help="the folder to write (config.json, model.safetensors, tokenizer)")
+    e.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("checkpoint")
@@ -297,6 +320,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature={args.temperature} must be >= 0 (0 = greedy, 0.8 is a good start).")
     device = select_device(args.device)
     model, tokenizer, _ = model_from_checkpoint(args.checkpoint, device)
+    if args.speaker is not None or args.context is not None:
+        return _reply(args, model, tokenizer)
     _check_prompt(args.prompt, tokenizer)
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -313,6 +338,79 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
     )
     print(text)
+    return 0
+
+
+def _reply(args: argparse.Namespace, model: object, tokenizer: object) -> int:
+    """``generate --speaker S --context C`` on a fine-tuned (chat) checkpoint: print the reply."""
+    import torch
+
+    from llmlab.finetune import reply
+    from llmlab.tokenizers import ChatTokenizer
+
+    if not isinstance(tokenizer, ChatTokenizer):
+        raise ValueError(
+            f"--speaker/--context need a fine-tuned checkpoint (llmlab finetune), but {args.checkpoint} holds a "
+            f"plain {tokenizer.name!r} model: give it a --prompt to continue instead."  # type: ignore[attr-defined]
+        )
+    if not args.speaker or args.context is None:
+        raise ValueError("give both --speaker (e.g. 'Oph.') and --context (the speech to reply to).")
+    for text in (args.speaker, args.context):
+        _check_prompt(text, tokenizer)
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)  # type: ignore[attr-defined]
+    print(
+        reply(
+            model,
+            tokenizer,
+            args.speaker,
+            args.context,
+            args.max_new_tokens,
+            args.temperature,  # type: ignore[arg-type]
+            args.top_k,
+            generator=generator,
+        )
+    )
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from llmlab.finetune import finetune
+    from llmlab.train import MetricsLogger, ProgressBar
+
+    out = Path(args.out)
+    callbacks = [MetricsLogger(out / "metrics.csv")]
+    if not args.quiet:
+        callbacks.insert(0, ProgressBar())
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one.")
+    done = finetune(
+        args.checkpoint,
+        out,
+        data=args.data,
+        max_iters=args.max_iters,
+        max_lr=args.max_lr,
+        callbacks=callbacks,
+        resume=args.resume,
+        overrides=parse_overrides(args.overrides),
+        mask_prompt=not args.no_mask,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"held-out replies: {done.reply_bpb_before:.3f} -> {done.reply_bpb_after:.3f} bits/byte "
+        f"(lower is better); checkpoints in {out}\n"
+        f"try: llmlab generate --checkpoint {out / 'best_checkpoint.bin'} "
+        f'--speaker "Oph." --context "Do you doubt that?"'
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from llmlab.export import export_pretrained
+
+    folder = export_pretrained(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"wrote {folder}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r})")
     return 0
 
 
@@ -343,7 +441,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train, "generate": _cmd_generate, "info": _cmd_info}
+_COMMANDS = {
+    "prepare": _cmd_prepare,
+    "train": _cmd_train,
+    "generate": _cmd_generate,
+    "finetune": _cmd_finetune,
+    "export": _cmd_export,
+    "info": _cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
