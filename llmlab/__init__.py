@@ -4,14 +4,18 @@ The package is layered in the order the course teaches; a module imports only mo
 (tests/test_layering.py enforces it, so there are no import cycles):
 
 - floor 0-1 ``validate``, ``config`` (dataclasses, presets), ``corpus`` (embedded Shakespeare),
-  ``plots`` (matplotlib figures), ``metrics`` (bits per byte)
-- floor 2   ``tokenizers`` (char, trained BPE, GPT-2 BPE, chat special tokens), ``sampling``
-- floor 3   ``model`` (the GPT with its modern options, KV-cache generation), ``sft`` (fine-tuning data)
-- floor 4   ``analysis`` (parameter and memory counts), ``hf`` (GPT-2 <-> transformers), ``checkpoint``,
-  ``runtime`` (device, precision, compile, DDP), ``data.sources``, ``data.tokenizing``, ``data.batches``
-- floor 5-6 ``data.prepare``, ``export``, ``data``, ``callbacks`` (progress bar, metrics log, opt-in hints)
-- floor 7-8 ``train`` (the Trainer: one loop), ``finetune``
+  ``plots`` (matplotlib figures), ``metrics`` (bits per byte), ``bpe`` (BPE from scratch), ``gpt2_files``
+- floor 2   ``tokenizers`` (char, trained BPE, GPT-2 BPE, chat special tokens), ``sampling``, ``muon``,
+  ``model_parts``
+- floor 3   ``model`` (the GPT with its modern options, KV-cache generation), ``sft``, ``checkpoint_state``
+- floor 4   ``analysis``, ``hf`` (GPT-2 <-> transformers), ``checkpoint`` (the only file reader/writer),
+  ``runtime`` (device, precision, compile, DDP), ``data.sources``, ``data.tokenizing``, ``data.batches``,
+  ``data.outputs``
+- floor 5-6 ``data.processing``, ``export``, ``failures``, ``data.prepare``, ``callbacks``
+- floor 7-8 ``data``, ``train`` (the Trainer: one loop), ``finetune``
 - top       ``widgets`` (notebook panels), ``cli`` (the ``llmlab`` command)
+
+The floors are listed in ``tests/test_layering.py`` and in the README's "Package layout".
 """
 
 from __future__ import annotations

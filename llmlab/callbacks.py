@@ -15,9 +15,9 @@
 - machine-specific heuristics, each opt-in (the Trainer's keyword arguments add them):
   :class:`ThreadTuner` (``cpu_threads="auto"``), :class:`StuckHint` (``stuck_patience``),
   :class:`OOMRetry` (``oom_retry``)
-- how a run that cannot go on stops, and what it says: :class:`TrainingError` (:func:`diverged`,
-  :func:`recover_from_oom`), :class:`TrainingInterrupted` (:func:`interrupted`: Ctrl-C / SIGTERM, with the
-  exact state saved)
+- how a run that cannot go on stops, and what it says, lives in :mod:`llmlab.failures` and is re-exported
+  here: :class:`TrainingError` (:func:`diverged`, :func:`recover_from_oom`), :class:`TrainingInterrupted`
+  (:func:`interrupted`: Ctrl-C / SIGTERM, with the exact state saved)
 
 Callbacks receive the trainer itself (typed ``Any``: this module sits below :mod:`llmlab.train` and never
 imports it) and may read its attributes: ``config``, ``start_iter``, ``device``, ``dist``, ``result``.
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gc
 import json
-import math
 import os
 import statistics
 import sys
@@ -38,6 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from llmlab.failures import (
+    TrainingError,
+    TrainingInterrupted,
+    checkpoint_note,
+    diverged,
+    divergence_advice,
+    interrupted,
+    nearest_preset,
+    recover_from_oom,
+    smaller_batch,
+)
 
 __all__ = [
     "TrainingError",
@@ -63,23 +73,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Records
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (loss diverged, out of memory); the message says what to change."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM, or a KeyboardInterrupt from a callback) stopped training between two steps.
-
-    ``step``: the steps taken; ``checkpoint``: the file that now holds exactly that state (None when
-    nothing could be saved: before the first step, mid-step, or a second Ctrl-C); ``signal_name``:
-    ``"SIGINT"`` / ``"SIGTERM"`` (None for a KeyboardInterrupt raised in Python).
-    """
-
-    def __init__(self, message: str, step: int, checkpoint: Path | None, signal_name: str | None) -> None:
-        super().__init__(message)
-        self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
 
 
 @dataclass
@@ -420,17 +413,6 @@ class StuckHint(Callback):
         )
 
 
-def smaller_batch(batch_size: int) -> int:
-    """The largest divisor of ``batch_size`` at most half of it (1 for 1).
-
-    With ``grad_accum_steps`` multiplied by ``batch_size // smaller_batch(batch_size)``, a step sees the
-    same number of sequences.
-    """
-    if batch_size <= 1:
-        return 1
-    return max(d for d in range(1, batch_size // 2 + 1) if batch_size % d == 0)
-
-
 class OOMRetry(Callback):
     """After a CUDA out-of-memory error, retry with a smaller micro-batch (the trainer doubles accumulation).
 
@@ -443,124 +425,3 @@ class OOMRetry(Callback):
         if b <= 1 or trainer.dist.enabled:
             return None
         return smaller_batch(b)
-
-
-# --------------------------------------------------------------------------------------------------
-# Advice for a failed run
-
-
-def nearest_preset(model: Any) -> tuple[str, float]:
-    """The preset whose model is closest in width and depth to ``model`` (a ModelConfig), and its max_lr."""
-    from llmlab.config import PRESETS
-
-    def distance(name: str) -> float:
-        m = PRESETS[name]().model
-        return abs(math.log(m.embedding_size / model.embedding_size)) + abs(math.log(m.depth / model.depth))
-
-    name = min(PRESETS, key=distance)
-    return name, PRESETS[name]().train.max_lr
-
-
-def divergence_advice(config: Any, float16: bool) -> str:
-    """What to change after a NaN / infinite loss: a known-good max_lr first (not a guess a third lower)."""
-    tc = config.train
-    preset, safe = nearest_preset(config.model)
-    if tc.max_lr > safe * 1.001:
-        lr = f"Lower max_lr (now {tc.max_lr:g}) to {preset}'s default {safe:g}, a safe choice: --set max_lr={safe:g}"
-    else:
-        lr = (
-            f"max_lr={tc.max_lr:g} is already at or below {preset}'s default {safe:g}: try --set "
-            f"max_lr={tc.max_lr / 3:.2g}"
-        )
-    clip = "" if tc.grad_clip > 0 else ", turn on gradient clipping (--set grad_clip=1.0)"
-    fp16 = ", or use dtype=bfloat16 / float32 instead of float16" if float16 else ""
-    return f"{lr}{clip}, lengthen warmup_iters (now {tc.warmup_iters}){fp16}."
-
-
-def diverged(trainer: Any, value: float, step: int, what: str, lr: float) -> TrainingError:
-    """The error for a NaN / infinite loss: a setting that helps, and what the last checkpoint holds."""
-    import torch
-
-    advice = divergence_advice(trainer.config, trainer.dtype == torch.float16)
-    kept = checkpoint_note(trainer)
-    if trainer.saved_step is not None:
-        kept += " Continue from it with --resume and the setting above, or start over with --overwrite."
-    return TrainingError(f"{what} became {value} at step {step} (lr={lr:.3g}): training diverged. {advice} {kept}")
-
-
-def checkpoint_note(trainer: Any) -> str:
-    """What ``out_dir/last_checkpoint.bin`` holds, for a run that stopped early: this run's step N, or nothing."""
-    last = trainer.out_dir / "last_checkpoint.bin"
-    if trainer.saved_step is not None and last.exists():
-        return f"The last good checkpoint is this run's step {trainer.saved_step}, kept at {last}."
-    every = trainer.config.train.eval_interval
-    first = min((trainer.start_iter // every + 1) * every, trainer.config.train.max_iters)
-    earlier = f" ({last} is from an earlier run)" if last.exists() else ""
-    return f"No checkpoint from this run was written: the first comes at step {first}{earlier}."
-
-
-def interrupted(trainer: Any, signal_name: str | None) -> TrainingInterrupted:
-    """Ctrl-C / SIGTERM (``signal_name``) or a KeyboardInterrupt: save the exact state where there is one
-    (between two steps, asked once, agreed by every rank), and the exception that says what was kept."""
-    step, last = trainer.safe_step, trainer.out_dir / "last_checkpoint.bin"
-    how = f" ({signal_name})" if signal_name else ""
-    exact = step is not None and not trainer.signals.forced and (signal_name is not None or not trainer.dist.enabled)
-    if exact and step and step != trainer.saved_step:
-        trainer.save(step, is_best=False)
-    if exact and step and trainer.saved_step == step:
-        return TrainingInterrupted(
-            f"interrupted{how} at step {step} of {trainer.config.train.max_iters}: this run's state is saved in "
-            f"{last}; resume=True (CLI: --resume) continues exactly from there.",
-            step,
-            last,
-            signal_name,
-        )
-    why = "before the first step" if step == 0 else "in the middle of a step" if step is None else "at once"
-    return TrainingInterrupted(
-        f"interrupted{how} {why}: nothing new was saved. {checkpoint_note(trainer)}", step or 0, None, signal_name
-    )
-
-
-def recover_from_oom(trainer: Any, error: BaseException) -> None:
-    """After a CUDA out-of-memory error: continue with the micro-batch a callback's ``on_oom`` chose (same
-    sequences per step, the batch stream continued), or raise :class:`TrainingError` saying what fits."""
-    import torch
-
-    tc, mc = trainer.config.train, trainer.config.model
-    trainer.optimizer.zero_grad(set_to_none=True)
-    gc.collect()
-    if trainer.device.type == "cuda":
-        torch.cuda.empty_cache()
-    b = tc.batch_size
-    new = next((n for n in trainer._emit("on_oom", error) if n is not None), None)
-    if new is None:
-        smaller = smaller_batch(b)
-        fit = (
-            f"batch_size={smaller} grad_accum_steps={tc.grad_accum_steps * (b // smaller)}"
-            if b > 1
-            else f"block_size={max(1, mc.block_size // 2)}"
-        )
-        raise TrainingError(
-            f"out of memory on {trainer.device} at batch_size={b}, block_size={mc.block_size}, "
-            f"grad_accum_steps={tc.grad_accum_steps} ({trainer.raw_model.num_parameters() / 1e6:.1f} M parameters). "
-            f"Try --set {fit} (same sequences per step)"
-            + ("" if b > 1 else ", or a smaller model (embedding_size/depth)")
-            + (", or dtype=bfloat16" if trainer.dtype == torch.float32 and trainer.device.type == "cuda" else "")
-            + "."
-        )
-    if isinstance(new, bool) or not isinstance(new, int) or not 1 <= new < b or b % new:
-        raise ValueError(
-            f"an on_oom callback returned batch size {new!r}: it must divide batch_size={b} and be smaller."
-        )
-    accum = tc.grad_accum_steps * (b // new)
-    trainer.config = trainer.config.override(batch_size=new, grad_accum_steps=accum)
-    # The same stream, continued from where it is: fresh batches, never a replay of earlier ones, and
-    # a resumed run continues it exactly (the checkpoint records the position and the new batch size).
-    position = trainer.train_batches.state_dict()
-    trainer.train_batches = trainer._batches("train", new, tc.seed)
-    trainer.train_batches.load_state_dict({**position, "batch_size": new})
-    trainer.log(
-        f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
-        f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
-        f"--set batch_size={new} grad_accum_steps={accum}."
-    )

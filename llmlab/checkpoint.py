@@ -1,45 +1,47 @@
 """Checkpoints: the only module that writes or reads ``*.bin`` training checkpoints.
 
 A checkpoint is a plain dict saved with :func:`torch.save` and read back with ``weights_only=True``, so
-loading one never runs code from the file. :class:`TrainingState` is its typed form (``to_dict`` /
-``from_dict``); the keys, all plain values and tensors:
-
-- ``format_version``  this layout's number (:data:`FORMAT_VERSION`); files from before it had none and
-  read as version 1. A newer number is refused with a message to upgrade llmlab.
-- ``model``           plain ``state_dict`` (GPT-2 names, no ``_orig_mod.`` / ``module.`` prefixes), so the
-  manual's snippet works: ``model = GPT(config); model.load_state_dict(torch.load(path)['model'])``
-- ``config``          ``Config.to_dict()`` as trained (vocab_size and tokenizer as the data decided)
-- ``tokenizer``       ``Tokenizer.to_dict()``; ``data_meta``: the data's ``meta.json``
-- ``optimizer``       AdamW ``state_dict``; ``scaler``: the GradScaler's (float16 runs only)
-- ``iter``            optimizer steps taken; ``best_val_loss`` (nats/token); ``train_seconds`` (wall clock so far)
-- ``rng``             ``{"cpu": ..., "cuda": [...]}`` generator states
-- ``sampler``         the training batch stream's position (``TokenBatches.state_dict()``);
-  ``sampler_by_rank``: every rank's, under torchrun
-- ``history``         ``{"steps": [StepInfo fields...], "evals": [EvalInfo fields...]}`` for a resumed run's curves
+loading one never runs code from the file. Its keys and its typed form, :class:`TrainingState`, are defined in
+:mod:`llmlab.checkpoint_state` (with the file names, :func:`capture_state` / :func:`restore_state` and
+:func:`load_model_state`); every name there is importable from here too.
 
 Writes are atomic: the bytes go to a temporary file in the same directory, are fsync'ed, then renamed
 over the target. A run killed mid-save leaves the previous checkpoint intact; a full disk or a read-only
 folder raises :class:`CheckpointWriteError` (what failed, the path, the fix), with the previous checkpoint
 intact and no temporary file left. :func:`check_out_dir` refuses, before training, an output folder that
-cannot be written or that holds another run's checkpoints.
+cannot be written or that holds another run's checkpoints. Reads (:func:`load_checkpoint`,
+:func:`load_training_state`, :func:`load_resume_state`, :func:`model_from_checkpoint`) turn every way a file
+can be wrong (missing, truncated, not a checkpoint, from a newer llmlab, unsafe objects) into one clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import pickle
 import tempfile
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llmlab.checkpoint_state import (
+    _REQUIRED_KEYS,
+    _WRAPPER_PREFIXES,  # noqa: F401  (re-exported: defined here before the split)
+    ARCH_FIELDS,
+    BEST_NAME,
+    FORMAT_VERSION,
+    LAST_NAME,
+    TrainingState,
+    _check_format_version,
+    capture_state,
+    clean_state_dict,
+    load_model_state,
+    restore_state,
+)
 from llmlab.metrics import bits_per_byte
 
 if TYPE_CHECKING:  # imported lazily at run time: checkpoint.py sits below nothing heavy
@@ -67,30 +69,6 @@ __all__ = [
     "capture_state",
     "restore_state",
 ]
-
-BEST_NAME = "best_checkpoint.bin"
-LAST_NAME = "last_checkpoint.bin"
-# The checkpoint layout this code writes and the newest it reads. Raise it when a key changes meaning,
-# and teach TrainingState.from_dict to read the older numbers.
-FORMAT_VERSION = 1
-# Wrappers add these to parameter names: torch.compile (_orig_mod.) and DistributedDataParallel (module.).
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-_REQUIRED_KEYS = ("model", "config")
-# Settings that change the architecture: a checkpoint can only resume into the same values.
-ARCH_FIELDS = (
-    "vocab_size",
-    "block_size",
-    "embedding_size",
-    "num_heads",
-    "depth",
-    "bias",
-    "position",
-    "norm",
-    "qk_norm",
-    "activation",
-    "tie_embeddings",
-    "logit_softcap",
-)
 
 
 class CheckpointWriteError(OSError, ValueError):
@@ -184,104 +162,6 @@ def _describe_run(last: Path) -> tuple[str, str]:
     except Exception:  # damaged or foreign: the refusal still stands, with less detail
         return "an earlier run", ""
     return "a finished run" if step >= max_iters else "a stopped run", f"step {step} of {max_iters}; "
-
-
-def _check_format_version(payload: Mapping[str, Any], source: str) -> int:
-    version = payload.get("format_version", 1)  # written before versions existed: version 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(
-            f"{source} has format_version {version!r}, not a version number (1, 2, ...); it was not written by llmlab."
-        )
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{source} has checkpoint format_version {version}, but this llmlab reads versions up to "
-            f"{FORMAT_VERSION}: it was written by a newer llmlab. Upgrade llmlab (pip install -U llmlab, or "
-            f"git pull in its folder) to load it."
-        )
-    return version
-
-
-@dataclass
-class TrainingState:
-    """Everything a training run needs to continue exactly where it stopped: one checkpoint, typed.
-
-    Field names are the checkpoint's keys (see the module docstring); ``extra`` keeps keys this version
-    does not know, so a round trip loses nothing. ``source`` (not saved) is where it was read from.
-    """
-
-    model: dict[str, torch.Tensor]
-    config: dict[str, Any]
-    tokenizer: dict[str, Any] | None = None
-    optimizer: dict[str, Any] | None = None
-    iter: int = 0
-    best_val_loss: float = float("inf")
-    train_seconds: float = 0.0
-    rng: dict[str, Any] = field(default_factory=dict)
-    sampler: dict[str, Any] | None = None
-    sampler_by_rank: list[dict[str, Any]] | None = None
-    scaler: dict[str, Any] | None = None
-    data_meta: dict[str, Any] = field(default_factory=dict)
-    history: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"steps": [], "evals": []})
-    extra: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-    source: str = field(default="", compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The checkpoint dict (what :func:`save_checkpoint` writes); entries that are None are left out."""
-        out: dict[str, Any] = {"format_version": self.format_version}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("format_version", "extra", "source") and value is not None:
-                out[f.name] = value
-        return {**self.extra, **out}
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any], source: str = "checkpoint") -> TrainingState:
-        """Read a checkpoint dict (any version this code knows; a missing ``format_version`` is 1)."""
-        if not isinstance(payload, Mapping):
-            raise ValueError(f"{source} is not a checkpoint dict (found {type(payload).__name__}).")
-        version = _check_format_version(payload, source)
-        missing = [k for k in _REQUIRED_KEYS if k not in payload]
-        if missing:
-            raise ValueError(f"{source} lacks {missing}; a checkpoint needs at least {list(_REQUIRED_KEYS)}.")
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "format_version", "source"}
-        values = {k: v for k, v in payload.items() if k in known and v is not None}
-        extra = {k: v for k, v in payload.items() if k not in known and k != "format_version"}
-        state = cls(**values, extra=extra, format_version=version, source=source)
-        state.iter = int(state.iter)
-        state.best_val_loss = float(state.best_val_loss)
-        state.train_seconds = float(state.train_seconds)
-        return state
-
-    def check_architecture(self, model_config: ModelConfig, source: str = "the checkpoint") -> None:
-        """Refuse to resume into a model whose tensor shapes differ from the checkpoint's."""
-        from llmlab.config import Config
-
-        saved = Config.from_dict(self.config).model
-        diffs = [
-            f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(model_config, k)!r}"
-            for k in ARCH_FIELDS
-            if getattr(saved, k) != getattr(model_config, k)
-        ]
-        if diffs:
-            raise ValueError(
-                f"cannot resume from {source}: it was made for another architecture ({'; '.join(diffs)}). "
-                f"Resume with the checkpoint's settings, or start fresh in a new --out directory."
-            )
-
-
-def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A plain state_dict: wrapper prefixes stripped (repeatedly: compile inside DDP stacks them)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _WRAPPER_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix) :], True
-        out[name] = tensor
-    return out
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainingState | Mapping[str, Any]) -> Path:
@@ -432,36 +312,6 @@ def _weights_only_reason(message: str) -> str:
     return lines[0] if lines else "unsupported content"
 
 
-def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """``model.load_state_dict`` with a clear error naming the mismatching names and shapes.
-
-    Nothing is copied unless every name and shape matches (the model is left as it was).
-    """
-    state = clean_state_dict(state)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{name} {tuple(state[name].shape)} vs {tuple(t.shape)}"
-        for name, t in expected.items()
-        if name in state and tuple(state[name].shape) != tuple(t.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shape mismatch (checkpoint vs model): " + "; ".join(wrong[:4]))
-        if missing:
-            parts.append(f"missing from the {source}: {missing[:4]}")
-        if unexpected:
-            parts.append(f"not in the model: {unexpected[:4]}")
-        raise ValueError(
-            f"the {source} was made for another architecture: "
-            + " | ".join(parts)
-            + ". Build the model from the checkpoint's own config (llmlab.checkpoint.model_from_checkpoint)."
-        )
-    model.load_state_dict(state)
-
-
 def model_from_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer, dict[str, Any]]:
@@ -521,7 +371,7 @@ def describe_checkpoint(payload: TrainingState | Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ---- a Trainer's state <-> a TrainingState ------------------------------------------------------------
+# ---- resuming: the checkpoint a Trainer continues from (capture / restore: llmlab.checkpoint_state) ---
 
 
 def resume_state(
@@ -548,63 +398,3 @@ def resume_state(
                 f"Resume with the data it was trained on (--data), or start a fresh run in a new --out."
             )
     return state
-
-
-def capture_state(trainer: Any, step: int) -> TrainingState:
-    """Everything needed to continue ``trainer``'s run exactly from ``step``."""
-    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return TrainingState(
-        model=trainer.raw_model.state_dict(),
-        config=trainer.config.to_dict(),
-        tokenizer=trainer.tokenizer.to_dict(),
-        optimizer=trainer.optimizer.state_dict(),
-        iter=step,
-        best_val_loss=trainer.best_val_loss,
-        train_seconds=trainer.train_seconds,
-        rng=rng,
-        sampler=trainer.train_batches.state_dict(),
-        scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        data_meta=dict(trainer.meta),
-        history={
-            "steps": [dict(vars(s)) for s in trainer.result.steps],
-            "evals": [dict(vars(e)) for e in trainer.result.evals],
-        },
-    )
-
-
-def restore_state(trainer: Any, state: TrainingState) -> dict[str, Any]:
-    """Load ``state``'s model, optimizer, RNG and sampler state into ``trainer``; return its history."""
-    source = state.source or str(trainer.out_dir / LAST_NAME)
-    load_model_state(trainer.raw_model, state.model)
-    if state.optimizer is None:
-        raise ValueError(
-            f"{source} has no optimizer state, so it cannot be resumed; start a fresh run in a new --out "
-            f"directory (or fine-tune from it)."
-        )
-    trainer.optimizer.load_state_dict(state.optimizer)
-    if trainer.scaler is not None and state.scaler:
-        trainer.scaler.load_state_dict(state.scaler)
-    trainer.start_iter, trainer.best_val_loss, trainer.train_seconds = (
-        state.iter,
-        state.best_val_loss,
-        state.train_seconds,
-    )
-    trainer.resumed_from = source
-    if Path(source).resolve() == (trainer.out_dir / LAST_NAME).resolve():
-        trainer.saved_step = state.iter  # the file still holds the step this run starts from
-    if "cpu" in state.rng:
-        torch.set_rng_state(state.rng["cpu"])
-    cuda_rng = state.rng.get("cuda")
-    if cuda_rng is not None and trainer.device.type == "cuda" and len(cuda_rng) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_rng)
-    dist = trainer.dist
-    if state.sampler_by_rank and len(state.sampler_by_rank) == dist.world_size:
-        trainer.train_batches.load_state_dict(state.sampler_by_rank[dist.rank])
-    elif state.sampler is not None:
-        # Every rank draws the same number of batches: rank 0's position is everyone's position.
-        trainer.train_batches.load_state_dict(state.sampler)
-    if dist.rank:
-        torch.manual_seed(trainer.config.train.seed + dist.rank + trainer.start_iter)
-    return state.history or {}

@@ -12,17 +12,20 @@ Per step, for a weight matrix W with gradient G::
     U = G + momentum * (B - G)   (nesterov)  or  B      # the direction
     O = newton_schulz(U)                                # ~ U V^T of U's SVD: every direction moves alike
     W = W * (1 - lr * weight_decay) - lr * sqrt(max(1, rows / cols)) * O
+
+:class:`MuonWithAdamW` steps Muon (hidden matrices) and AdamW (everything else) as one optimizer; it is what
+:meth:`llmlab.model.GPT.configure_optimizer` returns for ``optimizer="muon"``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["Muon", "newton_schulz"]
+__all__ = ["Muon", "MuonWithAdamW", "newton_schulz"]
 
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)  # the quintic of Keller Jordan's Muon: steep slope at zero
 
@@ -90,3 +93,42 @@ class Muon(torch.optim.Optimizer):
                 ortho = newton_schulz(update, group["ns_steps"], dtype=dtype)
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(ortho.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+
+
+class MuonWithAdamW:
+    """Two optimizers stepped as one: Muon for the hidden matrices, AdamW for the rest.
+
+    Offers what a training loop uses of an optimizer: ``param_groups`` (both, for the schedule),
+    ``step``, ``zero_grad``, ``state_dict`` / ``load_state_dict`` (resume).
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [*self.muon.param_groups, *self.adamw.param_groups]
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {**self.muon.state, **self.adamw.state}
+
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise ValueError(
+                "this optimizer state is not Muon + AdamW's: resume with the optimizer the run used "
+                "(--set optimizer=...)."
+            )
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])

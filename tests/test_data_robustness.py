@@ -38,6 +38,7 @@ from llmlab.data.tokenizing import AUTO_MIN_DOCUMENTS, _auto_split
 from llmlab.tokenizers import Tokenizer, get_tokenizer
 
 prepare_module = importlib.import_module("llmlab.data.prepare")  # the module (llmlab.data.prepare is the function)
+outputs_module = importlib.import_module("llmlab.data.outputs")  # the output folder's lock, swap and cleanup
 
 TEXT = shakespeare_text()
 DOCS = [f"Document {i}: " + TEXT[i * 700 : (i + 1) * 700] for i in range(12)]
@@ -271,7 +272,7 @@ def _hold_lock(out: Path) -> int:
     return fd
 
 
-@pytest.mark.skipif(prepare_module.fcntl is None, reason="POSIX flock")
+@pytest.mark.skipif(outputs_module.fcntl is None, reason="POSIX flock")
 def test_second_writer_fails_fast_naming_the_folder(tmp_path):
     src = write_jsonl(tmp_path / "c.jsonl", DOCS)
     out = complete_outputs(tmp_path / "out")
@@ -296,7 +297,7 @@ def test_second_writer_fails_fast_naming_the_folder(tmp_path):
 
 
 def test_lock_without_fcntl_uses_an_exclusive_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_module, "fcntl", None)
+    monkeypatch.setattr(outputs_module, "fcntl", None)
     src = write_jsonl(tmp_path / "c.jsonl", DOCS)
     out = tmp_path / "out"
     prepare(src, tokenizer="char", out_dir=out, progress=False)

@@ -185,8 +185,13 @@ def _llmlab_imports(module: str) -> set[str]:
     "module, allowed",
     [
         ("runtime", {"llmlab.config"}),
-        ("callbacks", {"llmlab.config", "llmlab.metrics"}),
-        ("checkpoint", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
+        ("callbacks", {"llmlab.config", "llmlab.metrics", "llmlab.failures"}),
+        ("failures", {"llmlab.config", "llmlab.metrics"}),
+        (
+            "checkpoint",
+            {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model", "llmlab.checkpoint_state"},
+        ),
+        ("checkpoint_state", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
     ],
 )
 def test_lower_floors_do_not_import_upward(module: str, allowed: set[str]) -> None:
