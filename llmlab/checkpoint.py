@@ -42,6 +42,7 @@ from llmlab.checkpoint_state import (
     load_model_state,
     restore_state,
 )
+from llmlab.files import fsync_dir as _fsync_dir
 from llmlab.metrics import bits_per_byte
 
 if TYPE_CHECKING:  # imported lazily at run time: checkpoint.py sits below nothing heavy
@@ -200,20 +201,6 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState | Mapping[str,
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable (POSIX); not available on Windows, where it is a no-op.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmlab"
 
 FLOORS = {
     "validate": 0,
+    "files": 0,
     "config": 1,
     "corpus": 1,
     "plots": 1,

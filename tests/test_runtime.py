@@ -189,7 +189,14 @@ def _llmlab_imports(module: str) -> set[str]:
         ("failures", {"llmlab.config", "llmlab.metrics"}),
         (
             "checkpoint",
-            {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model", "llmlab.checkpoint_state"},
+            {
+                "llmlab.config",
+                "llmlab.metrics",
+                "llmlab.tokenizers",
+                "llmlab.model",
+                "llmlab.checkpoint_state",
+                "llmlab.files",
+            },
         ),
         ("checkpoint_state", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),
     ],

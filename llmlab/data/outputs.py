@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llmlab.files import fsync_dir as _fsync_dir
+
 try:  # POSIX: the folder lock is an flock, which the OS releases however the process ends
     import fcntl
 except ImportError:  # elsewhere: an O_EXCL lock file (a killed run leaves it behind: the message says so)
@@ -235,20 +237,6 @@ def _swap_in(tmp: Mapping[str, Path], out: Path) -> None:
     except OSError as e:
         raise _write_failed(e, writing, out) from None
     _fsync_dir(out)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the renames in ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------------
