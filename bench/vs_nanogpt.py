@@ -2,8 +2,8 @@
 
     python bench/vs_nanogpt.py --nanogpt PATH [--iters 2500] [--presets cpu_small cpu_modern] [--seeds 1]
 
-PATH is a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT; on the course machines a copy
-sits at ../shared/baselines/nanogpt). The bench:
+PATH is a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT); its files are used unmodified.
+The bench:
 
 1. writes the embedded corpus as nanoGPT's character data set (the 42 works joined with blank lines,
    first 90% train / last 10% val by position; uint16 ids and meta.pkl as its prepare.py writes them);
