@@ -334,40 +334,10 @@ def modern_settings(techniques: list[str] | tuple[str, ...] | None = None) -> di
 
 
 def _preset_cpu_modern() -> Config:
-    # cpu_small's budget and data with the modern techniques of notebook 07 (rotary positions, RMSNorm,
-    # QK-norm, ReLU squared, untied zero-initialised head and projections, logit soft-cap, Muon for the
-    # hidden matrices). Settings chosen by measurement: bench/vs_nanogpt.py, README "A modern GPT".
-    return Config(
-        model=ModelConfig(
-            vocab_size=1024,
-            block_size=128,
-            embedding_size=128,
-            num_heads=4,
-            depth=4,
-            dropout=0.0,
-            bias=False,
-            position="rope",
-            norm="rmsnorm",
-            qk_norm=True,
-            activation="relu2",
-            tie_embeddings=False,
-            zero_init=True,
-            logit_softcap=15.0,
-        ),
-        train=TrainConfig(
-            batch_size=16,
-            max_iters=1250,
-            max_lr=3e-3,
-            min_lr=3e-4,
-            warmup_iters=50,
-            weight_decay=0.0,
-            optimizer="muon",
-            muon_lr=0.02,
-            eval_interval=250,
-            eval_iters=20,
-            tokenizer="bpe",
-        ),
-    )
+    # cpu_small's size, data and budget with every technique of notebook 07 (MODERN_TECHNIQUES, so the
+    # preset, the notebook's ladder and the race panel cannot drift apart). First settings, not yet tuned by
+    # measurement: bench/vs_nanogpt.py, README "A modern GPT".
+    return _preset_cpu_small().override(**modern_settings(), max_lr=3e-3, min_lr=3e-4, weight_decay=0.0)
 
 
 def _preset_seed_manual() -> Config:

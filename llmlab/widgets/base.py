@@ -18,7 +18,7 @@ from typing import Any
 import ipywidgets as W
 from IPython.display import clear_output, display
 
-__all__ = ["Panel", "in_notebook", "error_html", "show_in", "divisors", "nearest_heads"]
+__all__ = ["Panel", "in_notebook", "error_html", "show_in", "divisors", "nearest_heads", "max_lr_slider"]
 
 
 def in_notebook() -> bool:
@@ -53,6 +53,13 @@ def divisors(n: int, limit: int = 32) -> list[int]:
 def nearest_heads(embedding_size: int, wanted: int, limit: int = 16) -> int:
     """The valid head count closest to ``wanted`` (ties: the smaller), so a slider never offers a bad pair."""
     return min(divisors(embedding_size, limit), key=lambda h: (abs(h - wanted), h))
+
+
+def max_lr_slider(value: float, **kwargs: Any) -> W.FloatLogSlider:
+    """The one ``max_lr`` slider of the course: log scale from 3e-5 to 3e-2, in quarter decades."""
+    return W.FloatLogSlider(
+        value=value, base=10, min=-4.5, max=-1.5, step=0.25, readout_format=".1e", description="max_lr", **kwargs
+    )
 
 
 class Panel:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from llmlab import plots
 from llmlab.config import Config, get_preset
-from llmlab.widgets.base import Panel, divisors, in_notebook, nearest_heads, show_in
+from llmlab.widgets.base import Panel, divisors, in_notebook, max_lr_slider, nearest_heads, show_in
 from llmlab.widgets.live import LivePlot, RunRecord, run_experiment, runs_table_html
 
 __all__ = ["ExperimentPanel"]
@@ -62,17 +62,7 @@ class ExperimentPanel(Panel):
             layout=layout,
         )
         self.depth = W.IntSlider(value=m.depth, min=1, max=8, description="depth", style=style, layout=layout)
-        self.max_lr = W.FloatLogSlider(
-            value=t.max_lr,
-            base=10,
-            min=-4.5,
-            max=-1.5,
-            step=0.25,
-            readout_format=".1e",
-            description="max_lr",
-            style=style,
-            layout=layout,
-        )
+        self.max_lr = max_lr_slider(t.max_lr, style=style, layout=layout)
         self.steps = W.IntSlider(
             value=steps,
             min=min(steps, 20),

@@ -12,7 +12,7 @@ from llmlab import plots
 from llmlab.analysis import format_bytes, memory_estimate, parameters_by_component
 from llmlab.config import Config, ModelConfig, TrainConfig, get_preset
 from llmlab.train import lr_at
-from llmlab.widgets.base import Panel, divisors, in_notebook, nearest_heads, show_in
+from llmlab.widgets.base import Panel, divisors, in_notebook, max_lr_slider, nearest_heads, show_in
 
 __all__ = ["ParameterExplorer", "LRSchedulePanel"]
 
@@ -97,16 +97,7 @@ class LRSchedulePanel(Panel):
     def __init__(self, base: TrainConfig | None = None) -> None:
         self.base = base or get_preset("cpu_small").train
         style = {"description_width": "100px"}
-        self.max_lr = W.FloatLogSlider(
-            value=self.base.max_lr,
-            base=10,
-            min=-4.5,
-            max=-1.5,
-            step=0.25,
-            readout_format=".1e",
-            description="max_lr",
-            style=style,
-        )
+        self.max_lr = max_lr_slider(self.base.max_lr, style=style)
         self.warmup_iters = W.IntSlider(
             value=self.base.warmup_iters, min=0, max=self.base.max_iters // 2, description="warmup_iters", style=style
         )
