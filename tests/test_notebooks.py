@@ -20,12 +20,18 @@ COURSE = [
     "02_attention",
     "03_gpt_block",
     "04_training_loop",
+    "04b_missions",
     "05_sampling",
     "06_gpt2_weights",
     "07_modern_gpt",
     "08_finetuning",
 ]
 ALL = [*COURSE, "solutions"]
+
+
+def _number(name: str) -> str:
+    """The section number a notebook's name starts with: "04" for 04_training_loop, "04b" for 04b_missions."""
+    return name.split("_")[0]
 
 
 def _read(name: str) -> nbformat.NotebookNode:
@@ -60,21 +66,21 @@ def test_committed_without_outputs_and_valid(name: str) -> None:
 def test_opens_with_goals_and_ends_with_exercises(name: str) -> None:
     nb = _read(name)
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and first.source.startswith(f"# {name[:2]} ·")
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {_number(name)} ·")
     assert "**Learning goals.**" in first.source
     last = nb.cells[-1]
     assert last.cell_type == "markdown" and last.source.startswith("## Exercises"), f"{name} must end with exercises"
     exercises = re.findall(r"^(\d)\. ", last.source, flags=re.M)
     assert 2 <= len(exercises) <= 4 and exercises == [str(i + 1) for i in range(len(exercises))]
-    assert f"`solutions.ipynb`, section {name[:2]}" in last.source
+    assert f"`solutions.ipynb`, section {_number(name)}" in last.source
 
 
 @pytest.mark.parametrize("name", COURSE)
 def test_solutions_cover_every_exercise(name: str) -> None:
     exercises = re.findall(r"^(\d)\. ", _read(name).cells[-1].source, flags=re.M)
     solutions = _read("solutions")
-    headings = [md for md in _markdown(solutions) if md.startswith(f"## {name[:2]} ·")]
-    assert len(headings) == 1, f"solutions.ipynb needs one section '## {name[:2]} · ...'"
+    headings = [md for md in _markdown(solutions) if md.startswith(f"## {_number(name)} ·")]
+    assert len(headings) == 1, f"solutions.ipynb needs one section '## {_number(name)} · ...'"
     # Answers are numbered "**1.", "**2." ... in markdown cells after that heading, before the next section.
     start = solutions.cells.index(next(c for c in solutions.cells if c.source == headings[0]))
     answered = []
