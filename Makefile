@@ -1,5 +1,7 @@
 # Two commands for a learner: `make lab` (JupyterLab on the course) and `make test` (the whole suite).
 # Both create .venv when missing and install the project once; a second run only checks a stamp file.
+# With an NVIDIA GPU, `make gpu-check` checks it end to end; `make test-browser` runs three notebooks in a real
+# browser (Chromium driven by Playwright).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,8 +14,10 @@ TORCH_CPU ?= torch==2.13.0
 LAB_PORT ?= 8888
 LAB_ARGS ?=
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+BROWSER_STAMP := $(VENV)/.llmlab-browser-installed
+BROWSER_ARGS ?=
 
-.PHONY: install lab test test-fast lint format bench clean
+.PHONY: install lab test test-fast lint format bench clean gpu-check browser-deps test-browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +55,33 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix llmlab tests bench tools
 	$(VENV)/bin/ruff format llmlab tests bench tools
+
+# On a CUDA machine: the cuda-marked tests, a short gpt2_124m run (tokens/s, MFU, memory, compile time), and
+# doctor_report.md / .json. Without CUDA it says so in one line and exits 0.
+gpu-check: $(STAMP)
+	$(VENV)/bin/llmlab doctor
+
+# Playwright into .venv (the `browser` extra), and Chromium: the system's, else Debian's via apt when root.
+$(BROWSER_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[dev,browser]"
+	@touch $(BROWSER_STAMP)
+
+browser-deps: $(BROWSER_STAMP)
+	@if [ -n "$$LLMLAB_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Chromium for the browser test (apt-get install chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "make test-browser needs Chromium and this is not root, so apt is skipped: install it (Debian:" \
+	    "sudo apt-get install chromium; macOS: a Google Chrome install works), or set LLMLAB_CHROMIUM=/path/to/chrome," \
+	    "or run .venv/bin/playwright install chromium"; \
+	fi
+
+# Notebooks 03, 04 and 05 in JupyterLab (fast mode), driven through Chromium: run all, move sliders, press
+# Train, watch the live plot and the runs table, sample in 05. Screenshots: out/browser/.
+test-browser: browser-deps
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tests/browser/check_notebooks.py $(BROWSER_ARGS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -1,4 +1,4 @@
-"""The ``llmlab`` command: ``prepare``, ``train``, ``generate``, ``info``.
+"""The ``llmlab`` command: ``prepare``, ``train``, ``generate``, ``finetune``, ``export``, ``info``, ``doctor``.
 
     llmlab train                                  # prepares the embedded corpus if needed, trains cpu_small
     llmlab generate --prompt "ROMEO:"             # samples from out/best_checkpoint.bin
@@ -6,6 +6,7 @@
     llmlab train --preset cpu_small --set embedding_size=256 --set max_iters=3000
     llmlab train --resume                         # continues from out/last_checkpoint.bin
     llmlab info out/best_checkpoint.bin
+    llmlab doctor                                 # a CUDA GPU checked end to end (make gpu-check)
 
 Every expected failure (bad setting, missing or damaged file, diverged run, a step too large for the
 memory, an unwritable folder) prints one ``error:`` line and exits with status 1; argparse usage errors exit
@@ -37,7 +38,7 @@ DEFAULT_OUT = "out"
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="llmlab", description="Build, train and sample a GPT language model.")
-    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,finetune,export,info,doctor}")
     sub.required = True
 
     from llmlab.data.sources import DEFAULT_TOKENIZER
@@ -136,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("checkpoint")
+
+    d = sub.add_parser(
+        "doctor",
+        help="check a CUDA GPU: the cuda tests, a short gpt2_124m run (tokens/s, MFU, memory), a report "
+        "(without CUDA: one line, exit 0)",
+    )
+    d.add_argument("--out", default="doctor_report", help="report path without suffix: OUT.md and OUT.json")
+    d.add_argument("--steps", type=int, default=50, help="steps of the gpt2_124m run (default 50, at least 20)")
+    d.add_argument("--skip-tests", action="store_true", help="do not run `pytest -m cuda`")
     return parser
 
 
@@ -431,6 +441,13 @@ def _check_prompt(prompt: str, tokenizer: object) -> None:
         ) from None
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from llmlab.doctor import doctor_config, run
+
+    doctor_config(args.steps)  # a bad --steps is refused before anything runs, with or without a GPU
+    return run(out=args.out, steps=args.steps, tests=not args.skip_tests)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from llmlab.checkpoint import describe_checkpoint, load_checkpoint
 
@@ -448,6 +465,7 @@ _COMMANDS = {
     "finetune": _cmd_finetune,
     "export": _cmd_export,
     "info": _cmd_info,
+    "doctor": _cmd_doctor,
 }
 
 

@@ -113,6 +113,24 @@ def _xy(pair: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+# Reference lines (counting baselines, ...): greys and dash patterns that no run's colour uses.
+_REFERENCE_STYLES = (("0.25", "--"), ("0.55", "-."), ("0.4", (0, (5, 1, 1, 1, 1, 1))), ("0.65", (0, (1, 1))))
+
+
+def _band(triple: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accept ``(x, low, high)`` of equal lengths with ``low <= high``."""
+    try:
+        xs, lows, highs = triple
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a triple (x, low, high), got {type(triple).__name__}.") from None
+    x, low, high = _as_array(xs, f"{what} x"), _as_array(lows, f"{what} low"), _as_array(highs, f"{what} high")
+    if not x.shape == low.shape == high.shape:
+        raise ValueError(f"{what}: {x.size} x, {low.size} low and {high.size} high values; pass one of each per x.")
+    if (low > high).any():
+        raise ValueError(f"{what}: some low values exceed high values; pass (x, min over seeds, max over seeds).")
+    return x, low, high
+
+
 def loss_curves(
     runs: Mapping[str, Mapping[str, Any]],
     ax: Axes | None = None,
@@ -120,13 +138,17 @@ def loss_curves(
     ylabel: str = "cross-entropy (nats per token)",
     baseline: float | None = None,
     xlabel: str = "step",
+    references: Mapping[str, float] | None = None,
 ) -> Figure:
     """Train and validation loss of one or several runs on one chart.
 
     ``runs`` maps a label to ``{"train": (steps, losses), "val": (steps, losses)}`` (either key may be
     missing or empty). Each run has one colour: train is a thin line, validation a thick line with
-    markers, so several runs overlay legibly. ``baseline`` draws a horizontal reference (e.g. ln(vocab),
-    the loss of a uniform guess).
+    markers, so several runs overlay legibly. A run may also carry ``"val_band": (x, low, high)``, drawn
+    as a shaded band in its colour (e.g. the range of the validation loss over seeds: the noise).
+    ``baseline`` draws a horizontal reference (e.g. ln(vocab), the loss of a uniform guess);
+    ``references`` draws more, one labelled dashed grey line each, e.g.
+    ``{"unigram counts": 3.27, "bigram counts": 2.47}`` (see :func:`llmlab.metrics.count_baselines`).
     """
     if not isinstance(runs, Mapping):
         raise ValueError("runs must map a label to {'train': (steps, losses), 'val': (steps, losses)}.")
@@ -139,8 +161,16 @@ def loss_curves(
         if curves.get("val") is not None and len(curves["val"][0]):
             x, y = _xy(curves["val"], f"run {label!r} val")
             ax.plot(x, y, color=color, linewidth=2.2, marker="o", markersize=4, label=f"{label} val")
+        if curves.get("val_band") is not None:
+            x, low, high = _band(curves["val_band"], f"run {label!r} val_band")
+            if x.size:
+                ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0, label=f"{label} seed range")
     if baseline is not None:
         ax.axhline(baseline, color="0.5", linestyle=":", linewidth=1.0, label=f"uniform guess ({baseline:.2f})")
+    for k, (name, value) in enumerate((references or {}).items()):
+        grey, style = _REFERENCE_STYLES[k % len(_REFERENCE_STYLES)]
+        value = float(_as_array([value], f"reference {name!r}")[0])
+        ax.axhline(value, color=grey, linestyle=style, linewidth=1.3, label=f"{name} {value:.2f}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

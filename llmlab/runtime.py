@@ -4,11 +4,13 @@ Everything here depends on the machine, not on the model or the data, so the tra
 :mod:`llmlab.train` can read the same on a laptop CPU and on eight GPUs:
 
 - :func:`select_device` / :func:`explain_device`  CUDA, then Apple MPS, then CPU (and why not a GPU)
+- :class:`DeviceFacts`, :func:`probe_device`, :func:`choose_runtime`, :func:`runtime_plan`  precision and
+  ``torch.compile`` per machine: one pure rule (:func:`choose_runtime`) fed by the capability queries
 - :func:`select_dtype`, :func:`autocast_for`, :func:`grad_scaler_for`  bf16/fp16 autocast on CUDA, fp32 elsewhere
 - :func:`should_compile`, :func:`enable_tf32`  ``torch.compile`` and TF32 matmuls where they pay
 - :class:`DistInfo`, :func:`setup_distributed`, :func:`teardown_distributed`, :func:`all_reduce_mean`,
   :func:`all_reduce_max`, :func:`gather_objects`, :func:`wrap_ddp`  the torchrun side of DDP
-- :func:`peak_flops_for`  the peak FLOP/s an MFU figure divides by
+- :func:`peak_flops_for`, :func:`peak_flops_for_name`  the dense peak FLOP/s an MFU figure divides by
 - :class:`StopSignals`  Ctrl-C / SIGTERM ask training to stop between two steps instead of killing it mid-step
 
 Imports only torch and the standard library.
@@ -17,9 +19,13 @@ Imports only torch and the standard library.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
 import signal
+import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,11 @@ __all__ = [
     "OutOfMemoryError",
     "select_device",
     "explain_device",
+    "DeviceFacts",
+    "RuntimePlan",
+    "probe_device",
+    "choose_runtime",
+    "runtime_plan",
     "select_dtype",
     "autocast_for",
     "grad_scaler_for",
@@ -46,6 +57,7 @@ __all__ = [
     "wrap_ddp",
     "GPU_PEAK_FLOPS",
     "peak_flops_for",
+    "peak_flops_for_name",
     "StopSignals",
 ]
 
@@ -108,7 +120,7 @@ def explain_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"Training on CUDA ({torch.cuda.get_device_name(device)})."
     if device.type == "mps":
-        return "Training on Apple MPS."
+        return "Training on Apple MPS (float32 unless dtype=bfloat16 is asked for)."
     return (
         f"Training on CPU ({torch.get_num_threads()} threads): no CUDA GPU, because {_why_no_cuda()} "
         f"Small presets such as cpu_small are sized for this."
@@ -129,19 +141,159 @@ def set_cpu_threads(threads: int | str, device: torch.device) -> None:
 # Precision and compilation
 
 
-def select_dtype(pref: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: ``auto`` is bfloat16 on CUDA GPUs that support it, float16 on older ones, else float32.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_CHOICES = ("auto", "true", "false")
+TRITON_MIN_CAPABILITY = (7, 0)  # Triton (torch.compile's GPU code generator) supports Volta and newer
+BF16_MIN_CAPABILITY = (8, 0)  # bfloat16 tensor cores: Ampere and newer
 
-    CPUs without native bf16 run autocast slower than fp32, so auto keeps fp32 there.
-    """
-    if pref != "auto":
-        try:
-            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[pref]
-        except KeyError:
-            raise ValueError(f"dtype={pref!r} is not valid: use auto, float32, bfloat16 or float16.") from None
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the machine can do, as plain values: the input of :func:`choose_runtime` (tests fake it)."""
+
+    device_type: str  # "cuda", "mps" or "cpu"
+    name: str = ""  # the card's name on CUDA, e.g. "NVIDIA A100-SXM4-80GB" (for messages)
+    capability: tuple[int, int] | None = None  # CUDA compute capability, e.g. (8, 0); None elsewhere
+    triton: bool = False  # the triton package is importable (torch.compile's GPU backend)
+    platform: str = sys.platform  # "linux", "darwin", "win32": only changes what a note suggests
+    mps_bf16: bool = False  # Apple MPS: bfloat16 autocast works here (macOS 14+ with a recent torch)
+
+    @property
+    def where(self) -> str:
+        """The device in words, for messages: ``"Tesla T4 (compute capability 7.5)"``."""
+        if self.device_type == "cuda":
+            cap = f" (compute capability {self.capability[0]}.{self.capability[1]})" if self.capability else ""
+            return f"{self.name or 'this GPU'}{cap}"
+        return "Apple MPS" if self.device_type == "mps" else "the CPU"
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """The compute dtype and whether to ``torch.compile``; ``note``: one line when a default had to give way."""
+
+    dtype: torch.dtype
+    compile: bool
+    note: str = ""
+
+
+def _triton_available() -> bool:
+    # find_spec: knowing that it is installed is enough here, and importing triton takes seconds.
+    return importlib.util.find_spec("triton") is not None
+
+
+def _mps_bf16_works() -> bool:
+    """Whether a bfloat16 autocast matmul runs on MPS (older macOS / torch disable it with a warning)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.autocast("mps", dtype=torch.bfloat16):
+                a = torch.ones(2, 2, device="mps")
+                return (a @ a).dtype == torch.bfloat16
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+def probe_device(device: torch.device) -> DeviceFacts:
+    """Ask torch what ``device`` supports (the only impure part of the precision/compile choice)."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+        return DeviceFacts(
+            "cuda",
+            name=torch.cuda.get_device_name(device),
+            capability=tuple(torch.cuda.get_device_capability(device)),  # type: ignore[arg-type]
+            triton=_triton_available(),
+        )
+    if device.type == "mps":
+        return DeviceFacts("mps", mps_bf16=_mps_bf16_works())
+    return DeviceFacts("cpu")
+
+
+def _no_compile_reason(facts: DeviceFacts) -> str:
+    """Why ``torch.compile`` cannot run on this CUDA device ("" when it can)."""
+    if not facts.triton:
+        fix = (
+            "pip install triton-windows (matching your torch version)"
+            if facts.platform == "win32"
+            else "reinstall the CUDA build of torch, which brings it (see the README)"
+        )
+        return f"Triton is not installed ({fix})"
+    if facts.capability is not None and facts.capability < TRITON_MIN_CAPABILITY:
+        return f"{facts.where} is older than Triton supports (compute capability 7.0, Volta, or newer)"
+    return ""
+
+
+def _reduced_dtype_problem(dtype: torch.dtype, facts: DeviceFacts) -> str:
+    """Why ``dtype`` (bfloat16 / float16) cannot be used on this device ("" when it can), with the fix."""
+    if dtype == torch.bfloat16:
+        if facts.device_type == "cuda" and facts.capability is not None and facts.capability < BF16_MIN_CAPABILITY:
+            return (
+                f"{facts.where} has no bfloat16 tensor cores (they need compute capability 8.0, Ampere or newer): "
+                f"use dtype=float16 (mixed precision with loss scaling) or dtype=auto, which picks it"
+            )
+        if facts.device_type == "mps" and not facts.mps_bf16:
+            return (
+                "bfloat16 does not run on this Mac's MPS (it needs macOS 14 or newer and a recent PyTorch): "
+                "use dtype=float32 (or auto)"
+            )
+    if dtype == torch.float16 and facts.device_type == "mps":
+        return (
+            "llmlab trains on Apple MPS in float32, or bfloat16 where it works; float16 would need loss scaling, "
+            "which llmlab does not use on MPS: use dtype=float32 (or auto), or dtype=bfloat16 on macOS 14+"
+        )
+    return ""
+
+
+def choose_runtime(dtype: str, compile: str, facts: DeviceFacts) -> RuntimePlan:
+    """The compute dtype and compile decision for a machine described by ``facts`` (a pure function).
+
+    ``dtype="auto"``: bfloat16 on CUDA GPUs with bf16 tensor cores (compute capability >= 8.0), float16
+    (with a GradScaler, see :func:`grad_scaler_for`) on older ones such as the T4 and V100, float32 on
+    Apple MPS (the conservative choice) and on CPUs (bf16 autocast is slower than fp32 on most CPUs).
+    ``compile="auto"``: on CUDA when Triton is installed and supports the card, else eager with a note;
+    eager on MPS and CPU (asking with ``compile=true`` is honoured there). An explicit request the machine
+    cannot honour (bfloat16 on a T4, compile=true without Triton) is a ValueError naming the fix.
+    """
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not valid: use auto, float32, bfloat16 or float16.")
+    if compile not in COMPILE_CHOICES:
+        raise ValueError(f"compile={compile!r} is not valid: use auto, true or false.")
+    cuda = facts.device_type == "cuda"
+    if dtype == "auto":
+        if not cuda:
+            chosen = torch.float32
+        else:
+            chosen = torch.bfloat16 if not _reduced_dtype_problem(torch.bfloat16, facts) else torch.float16
+    else:
+        chosen = DTYPES[dtype]
+        problem = _reduced_dtype_problem(chosen, facts)
+        if problem:
+            raise ValueError(f"dtype={dtype!r} asked for, but {problem}.")
+
+    note = ""
+    if compile == "false":
+        compiled = False
+    elif not cuda:  # CPU / MPS: eager by default (compiling did not pay at CPU sizes); asked for, it is tried
+        compiled = compile == "true"
+    else:
+        reason = _no_compile_reason(facts)
+        if reason and compile == "true":
+            raise ValueError(
+                f"compile=true asked for, but torch.compile cannot run on {facts.where}: {reason}. "
+                f"Use compile=auto (eager here) or compile=false."
+            )
+        compiled = not reason
+        if reason:
+            note = f"note: torch.compile is off because {reason}; training runs eager (slower, same training)."
+    return RuntimePlan(chosen, compiled, note)
+
+
+def runtime_plan(dtype: str, compile: str, device: torch.device) -> RuntimePlan:
+    """:func:`choose_runtime` for this machine's ``device`` (what :class:`llmlab.train.Trainer` uses)."""
+    return choose_runtime(dtype, compile, probe_device(device))
+
+
+def select_dtype(pref: str, device: torch.device) -> torch.dtype:
+    """Compute dtype for ``device``: :func:`choose_runtime`'s choice (bf16 / fp16 on CUDA, fp32 elsewhere)."""
+    return runtime_plan(pref, "false", device).dtype
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
@@ -157,12 +309,8 @@ def grad_scaler_for(device: torch.device, dtype: torch.dtype) -> torch.amp.GradS
 
 
 def should_compile(pref: str, device: torch.device) -> bool:
-    """``torch.compile`` by default on CUDA only: at CPU sizes it did not pay for its compile time."""
-    if pref == "auto":
-        return device.type == "cuda"
-    if pref in ("true", "false"):
-        return pref == "true"
-    raise ValueError(f"compile={pref!r} is not valid: use auto, true or false.")
+    """Whether to ``torch.compile`` on ``device``: :func:`choose_runtime`'s choice (CUDA with Triton by default)."""
+    return runtime_plan("float32", pref, device).compile
 
 
 def enable_tf32(device: torch.device) -> None:
@@ -281,19 +429,47 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 # --------------------------------------------------------------------------------------------------
 # Peak FLOPs (for MFU)
 
-# Dense bf16/fp16 tensor-core peaks (FLOP/s) for the MFU estimate; LLMLAB_PEAK_FLOPS overrides.
+# Dense (not the 2:4-sparsity figure) bf16 tensor-core peaks in FLOP/s, fp16 on cards without bf16 (T4, V100),
+# from NVIDIA's data sheets. Matched in this order against torch.cuda.get_device_name() as whole words
+# (case-insensitive; "A10" is not "A100" nor "A10G"), most specific first: "H100 PCIe" before "H100". A card
+# not listed has no MFU figure ("unknown peak") rather than a wrong one; LLMLAB_PEAK_FLOPS sets any peak by hand.
 GPU_PEAK_FLOPS = {
+    "GH200": 989e12,
+    "H200 NVL": 835e12,
     "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM ("NVIDIA H100 80GB HBM3")
+    "A100": 312e12,  # SXM and PCIe
     "L40S": 362e12,
-    "A10G": 125e12,
+    "L40": 181e12,
     "L4": 121e12,
-    "4090": 165e12,
-    "3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
+    "A10": 125e12,  # the A10 (the cloud's A10G is another card: not listed)
+    "RTX 4090": 165e12,  # fp16/bf16 with fp32 accumulate (the training setting)
+    "RTX 3090": 71e12,
+    "V100S": 130e12,  # fp16
+    "V100-PCIE": 112e12,  # fp16
+    "V100": 125e12,  # fp16, SXM2
+    "T4": 65e12,  # fp16
 }
+# Variants whose name contains a listed card's but whose peak differs: unknown rather than wrong.
+_VARIANTS = ("RTX 4090 D", "RTX 3090 TI")
+
+
+def peak_flops_for_name(name: str) -> float | None:
+    """The dense bf16 (fp16 on T4/V100) peak FLOP/s of a CUDA card called ``name``, or None when not listed."""
+    upper = " ".join(name.upper().split())
+    if any(_has_word(upper, variant) for variant in _VARIANTS):
+        return None
+    for key, peak in GPU_PEAK_FLOPS.items():  # in order: the most specific names first
+        if _has_word(upper, key.upper()):
+            return peak
+    return None
+
+
+def _has_word(text: str, word: str) -> bool:
+    """``word`` in ``text``, not glued to a letter or digit on either side ("A10" is not in "A100")."""
+    return re.search(rf"(?<![A-Z0-9]){re.escape(word)}(?![A-Z0-9])", text) is not None
 
 
 def peak_flops_for(device: torch.device) -> float | None:
@@ -305,10 +481,7 @@ def peak_flops_for(device: torch.device) -> float | None:
         except ValueError:
             raise ValueError(f"LLMLAB_PEAK_FLOPS={env!r} is not a number; e.g. LLMLAB_PEAK_FLOPS=135e9.") from None
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in sorted(GPU_PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):  # "L40S" before "L4"
-            if key in name:
-                return peak
+        return peak_flops_for_name(torch.cuda.get_device_name(device))
     return None
 
 

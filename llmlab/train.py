@@ -182,7 +182,10 @@ class Trainer:
         tc = config.train
 
         self.device, self._owns_process_group = runtime.setup_distributed(self.dist, tc.device)
-        self.dtype = select_dtype(tc.dtype, self.device)
+        # Precision and compile for this machine, from one pure rule (runtime.choose_runtime); `note` says why
+        # a default gave way (e.g. no Triton: eager). An impossible request (bf16 on a T4) fails here.
+        self.plan = runtime.runtime_plan(tc.dtype, tc.compile, self.device)
+        self.dtype = self.plan.dtype
         # A step that cannot fit is refused with the numbers before anything large is allocated.
         check_step_fits(config, self.device, 4 if self.dtype == torch.float32 else 2)
         runtime.enable_tf32(self.device)
@@ -215,7 +218,7 @@ class Trainer:
             best_val_loss=self.best_val_loss,
         )
 
-        self.compiled = should_compile(tc.compile, self.device)
+        self.compiled = self.plan.compile
         self.fwd_model: torch.nn.Module = torch.compile(self.raw_model) if self.compiled else self.raw_model
         self.model: torch.nn.Module = self.fwd_model
         if self.dist.enabled:
@@ -485,6 +488,8 @@ class Trainer:
                 else f"{explain_device(self.device)} dtype={str(self.dtype).removeprefix('torch.')}, "
                 f"compile={self.compiled}, world_size={self.dist.world_size}"
             )
+            if self.plan.note:
+                self.log(self.plan.note)
         self._emit("on_train_start")
         if self.start_iter:
             self.log(f"continuing from step {self.start_iter} of {self.config.train.max_iters} ({self.resumed_from})")

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmlab"
 FLOORS = {
     "validate": 0,
     "files": 0,
+    "i18n": 0,
     "config": 1,
     "corpus": 1,
     "plots": 1,
@@ -48,6 +49,7 @@ FLOORS = {
     "export": 5,
     "failures": 5,
     "finetune": 8,
+    "doctor": 8,
     "widgets.base": 8,
     "widgets.live": 9,
     "widgets.explorer": 9,

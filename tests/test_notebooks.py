@@ -129,8 +129,8 @@ def test_experiment_panel_is_exercised_without_a_browser() -> None:
 def test_checkpoint_handover_between_04_and_05() -> None:
     saved = _code(_read("04_training_loop"))
     loaded = _code(_read("05_sampling"))
-    assert 'OUT = course_path("out/shakespeare_char")' in saved and "Trainer(main, data_dir=DATA, out_dir=OUT" in saved
-    assert 'course_path("out/shakespeare_char")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
+    assert 'OUT = course_path("out/course_model")' in saved and "Trainer(main, data_dir=DATA, out_dir=OUT" in saved
+    assert 'course_path("out/course_model")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
     assert "model_from_checkpoint(CHECKPOINT" in loaded
     assert "if not CHECKPOINT.exists():" in loaded and "Trainer(" in loaded  # 05 alone trains its own
 
@@ -141,7 +141,7 @@ def test_gpt2_notebook_works_offline_and_reads_04s_checkpoint() -> None:
     assert 'from_pretrained("gpt2", local_files_only=True)' in code  # the cache first: no network at all
     assert "timeout=5" in code and "if FAST:" in code  # one quick probe; fast mode never downloads
     assert "offline: using a RANDOM GPT-2-shaped model; numbers below are not GPT-2's" in code
-    assert 'course_path("out/shakespeare_char/best_checkpoint.bin")' in code and "if MY_CHECKPOINT.exists():" in code
+    assert 'course_path("out/course_model/best_checkpoint.bin")' in code and "if MY_CHECKPOINT.exists():" in code
 
 
 def test_data_and_outputs_stay_out_of_git() -> None:

@@ -50,6 +50,29 @@ def test_loss_curves_refuses_nan_and_mismatched_lengths() -> None:
         plots.loss_curves({"x": {"val": ([0, 1, 2], [1.0, 2.0])}})
 
 
+def test_loss_curves_draws_labelled_references_and_the_seed_band() -> None:
+    runs = {
+        "a": {"val": ([0, 10, 20], [4.0, 3.0, 2.5]), "val_band": ([0, 10, 20], [3.9, 2.8, 2.4], [4.1, 3.3, 2.7])},
+        "b": {"val": ([0, 20], [4.2, 3.1])},
+    }
+    fig = plots.loss_curves(runs, references={"unigram counts": 3.27, "bigram counts": 2.47})
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    uni, bi = lines["unigram counts 3.27"], lines["bigram counts 2.47"]
+    assert list(uni.get_ydata()) == [3.27, 3.27] and list(bi.get_ydata()) == [2.47, 2.47]  # horizontal
+    assert uni.get_linestyle() != "-" and (uni.get_color(), uni.get_linestyle()) != (bi.get_color(), bi.get_linestyle())
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "unigram counts 3.27" in legend and "bigram counts 2.47" in legend and "a seed range" in legend
+    (band,) = ax.collections  # only run "a" has a band
+    vertices = band.get_paths()[0].vertices
+    assert vertices[:, 1].min() == pytest.approx(2.4) and vertices[:, 1].max() == pytest.approx(4.1)
+    np.testing.assert_allclose(band.get_facecolor()[0][:3], lines["a val"].get_color()[:3])  # the run's colour
+    with pytest.raises(ValueError, match="low values exceed high"):
+        plots.loss_curves({"a": {"val_band": ([0, 1], [2.0, 3.0], [2.5, 2.9])}})
+    with pytest.raises(ValueError, match="triple"):
+        plots.loss_curves({"a": {"val_band": ([0, 1], [2.0, 3.0])}})
+
+
 def test_lr_schedule_plots_values_and_shades_warmup() -> None:
     steps = list(range(100))
     lrs = [1e-3 * min(1.0, (s + 1) / 10) for s in steps]

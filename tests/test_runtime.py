@@ -58,10 +58,13 @@ def test_explain_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_select_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wrapper asks the device, then applies runtime.choose_runtime (tested case by case in test_runtime_selection).
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     assert select_dtype("auto", cuda) == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
     assert select_dtype("auto", cuda) == torch.float16  # pre-Ampere GPUs: fp16 + GradScaler
     assert select_dtype("auto", cpu) == torch.float32
     assert select_dtype("bfloat16", cpu) == torch.bfloat16
@@ -78,8 +81,13 @@ def test_autocast_and_grad_scaler_follow_the_dtype() -> None:
     assert grad_scaler_for(cpu, torch.bfloat16) is None and grad_scaler_for(cpu, torch.float32) is None
 
 
-def test_should_compile() -> None:
+def test_should_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(runtime, "_triton_available", lambda: True)
     assert should_compile("auto", torch.device("cuda")) is True
+    monkeypatch.setattr(runtime, "_triton_available", lambda: False)
+    assert should_compile("auto", torch.device("cuda")) is False  # no Triton: eager, with a note
     assert should_compile("auto", torch.device("cpu")) is False
     assert should_compile("true", torch.device("cpu")) is True
     assert should_compile("false", torch.device("cuda")) is False
@@ -165,6 +173,41 @@ def test_peak_flops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMLAB_PEAK_FLOPS", "fast")
     with pytest.raises(ValueError, match="LLMLAB_PEAK_FLOPS='fast'"):
         peak_flops_for(torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        # Names as torch.cuda.get_device_name() reports them; dense bf16 (fp16 on T4/V100) data-sheet peaks.
+        ("NVIDIA H100 80GB HBM3", 989e12),  # SXM
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA GH200 480GB", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA A10", 125e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA GeForce RTX 4090", 165e12),
+        ("NVIDIA GeForce RTX 3090", 71e12),
+        ("Tesla T4", 65e12),
+        ("Tesla V100-SXM2-16GB", 125e12),
+        ("Tesla V100-PCIE-32GB", 112e12),
+        ("Tesla V100S-PCIE-32GB", 130e12),
+        # Not listed, or a variant with another peak: unknown, never a neighbour's number.
+        ("NVIDIA A10G", None),
+        ("NVIDIA RTX A1000", None),
+        ("NVIDIA GeForce RTX 4090 D", None),
+        ("NVIDIA GeForce RTX 3090 Ti", None),
+        ("NVIDIA B200", None),
+        ("NVIDIA GeForce GTX 1080", None),
+    ],
+)
+def test_peak_flops_by_card_name(name: str, peak: float | None) -> None:
+    assert runtime.peak_flops_for_name(name) == peak
+    assert runtime.peak_flops_for_name(name.lower()) == peak  # case does not matter
 
 
 def _llmlab_imports(module: str) -> set[str]:

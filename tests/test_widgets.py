@@ -162,7 +162,8 @@ def test_experiment_panel_trains_through_run_and_through_the_button(data_dir: Pa
     table = panel.table.value
     assert table.count("<tr") == 3 and "d=2" in table
     labels = [line.get_label() for line in panel.compare_figure().axes[0].get_lines()]
-    assert labels == [f"{r.label} {kind}" for r in panel.runs for kind in ("train", "val")]
+    references = [f"{name} {value:.2f}" for name, value in panel.references.items()]
+    assert labels == [f"{r.label} {kind}" for r in panel.runs for kind in ("train", "val")] + references
 
 
 def _vocab(data_dir: Path) -> int:
@@ -177,19 +178,6 @@ def test_button_shows_errors_instead_of_swallowing_them(tmp_path: Path) -> None:
     assert panel.runs == []
     assert "FileNotFoundError" in panel.status.value and "no-data" in panel.status.value
     assert not panel.button.disabled
-
-
-def test_runs_table_escapes_labels_and_bolds_the_best() -> None:
-    def record(label: str, loss: float) -> widgets.RunRecord:
-        settings = {"embedding_size": 64, "num_heads": 4, "depth": 2, "max_lr": 1e-3, "steps": 10}
-        return widgets.RunRecord(label, settings, 1000, 5000.0, loss, loss * 1.44, 3.0)
-
-    html = widgets.runs_table_html([record("<b>a</b>", 2.5), record("b", 2.1)])
-    assert "&lt;b&gt;a&lt;/b&gt;" in html
-    rows = html.split("<tr")[2:]
-    assert "font-weight:bold" not in rows[0] and "font-weight:bold" in rows[1]
-    assert "2.100" in rows[1] and "3.024" in rows[1]
-    assert "No runs yet" in widgets.runs_table_html([])
 
 
 def test_parameter_explorer_updates_and_adjusts_heads() -> None:

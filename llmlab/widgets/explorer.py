@@ -9,7 +9,7 @@ from typing import Any
 import ipywidgets as W
 
 from llmlab import plots
-from llmlab.analysis import format_bytes, memory_estimate, parameters_by_component
+from llmlab.analysis import format_bytes, memory_estimate, minimum_step_memory, parameters_by_component
 from llmlab.config import Config, ModelConfig, TrainConfig, get_preset
 from llmlab.train import lr_at
 from llmlab.widgets.base import Panel, divisors, in_notebook, max_lr_slider, nearest_heads, show_in
@@ -18,11 +18,17 @@ __all__ = ["ParameterExplorer", "LRSchedulePanel"]
 
 
 class ParameterExplorer(Panel):
-    """Sliders for embedding_size, num_heads and depth; shows parameters by component and memory live.
+    """Sliders for embedding_size, num_heads, depth and block_size; shows parameters by component and
+    training memory live, with the attention scores (one T x T matrix per head) as their own entry.
 
-    ``update(embedding_size, num_heads, depth)`` returns ``(counts, memory)`` and redraws; the sliders
-    call it, and so can a plain cell.
+    ``update(embedding_size, num_heads, depth, block_size=None)`` returns ``(counts, memory)`` and redraws;
+    the sliders call it, and so can a plain cell. ``memory`` (bytes) splits
+    :func:`llmlab.analysis.memory_estimate`'s activations into :attr:`SCORES` and ``"other activations"``:
+    the scores grow with num_heads and the square of block_size, while the parameters depend on neither.
     """
+
+    SCORES = "attention scores (B·heads·T²)"
+    BLOCK_SIZES = tuple(2**k for k in range(4, 11))  # 16 ... 1024
 
     def __init__(self, base: ModelConfig | None = None, batch_size: int = 16) -> None:
         self.base = base or get_preset("cpu_small").model
@@ -36,11 +42,19 @@ class ParameterExplorer(Panel):
             options=divisors(emb, 32), value=self.base.num_heads, description="num_heads", style=style
         )
         self.depth = W.IntSlider(value=self.base.depth, min=1, max=48, description="depth", style=style)
+        self.block_size = W.SelectionSlider(
+            options=sorted({*self.BLOCK_SIZES, self.base.block_size}),
+            value=self.base.block_size,
+            description="block_size",
+            style=style,
+        )
         self.message = W.HTML()
         self.plot = W.Output()
-        for w in (self.embedding_size, self.num_heads, self.depth):
+        for w in (self.embedding_size, self.num_heads, self.depth, self.block_size):
             w.observe(self._changed, names="value")
-        self.widget = W.VBox([self.embedding_size, self.num_heads, self.depth, self.message, self.plot])
+        self.widget = W.VBox(
+            [self.embedding_size, self.num_heads, self.depth, self.block_size, self.message, self.plot]
+        )
         self._changed(None)
 
     @property
@@ -53,6 +67,7 @@ class ParameterExplorer(Panel):
             "embedding_size": int(self.embedding_size.value),
             "num_heads": int(self.num_heads.value),
             "depth": int(self.depth.value),
+            "block_size": int(self.block_size.value),
         }
 
     def _changed(self, change: Mapping[str, Any] | None) -> None:
@@ -63,11 +78,32 @@ class ParameterExplorer(Panel):
             self.num_heads.value = nearest_heads(emb, wanted, 32)
         self.guarded(self.update)
 
-    def update(self, embedding_size: int, num_heads: int, depth: int) -> tuple[dict[str, int], dict[str, float]]:
-        """Parameter counts by component and a memory estimate for this shape; redraws the panel."""
+    def memory(self, config: ModelConfig) -> dict[str, float]:
+        """Training memory in bytes for ``config`` at this panel's batch size, the attention scores apart.
+
+        Both numbers come from :mod:`llmlab.analysis`: the scores are what :func:`memory_estimate` counts
+        beyond :func:`minimum_step_memory` (which leaves exactly the T x T scores out).
+        """
+        estimate = memory_estimate(config, self.batch_size)
+        scores = sum(estimate.values()) - minimum_step_memory(config, self.batch_size)
+        return {
+            "weights": estimate["weights"],
+            "gradients": estimate["gradients"],
+            "optimizer": estimate["optimizer"],
+            "other activations": estimate["activations"] - scores,
+            self.SCORES: scores,
+        }
+
+    def update(
+        self, embedding_size: int, num_heads: int, depth: int, block_size: int | None = None
+    ) -> tuple[dict[str, int], dict[str, float]]:
+        """Parameter counts by component and a memory estimate for this shape; redraws the panel.
+
+        ``block_size=None`` keeps ``base.block_size``.
+        """
         config = ModelConfig(
             vocab_size=self.base.vocab_size,
-            block_size=self.base.block_size,
+            block_size=self.base.block_size if block_size is None else block_size,
             embedding_size=embedding_size,
             num_heads=num_heads,
             depth=depth,
@@ -75,15 +111,20 @@ class ParameterExplorer(Panel):
             bias=self.base.bias,
         )  # ModelConfig validates (e.g. num_heads must divide embedding_size)
         counts = parameters_by_component(config)
-        memory = memory_estimate(config, self.batch_size)
+        memory = self.memory(config)
         total = sum(counts.values())
         rows = "".join(f"<tr><td>{k}</td><td style='text-align:right'>{v:,}</td></tr>" for k, v in counts.items())
+        T = config.block_size
         self.message.value = (
             f"<b>{total:,} parameters</b> ({plots.human_count(total)}); head size {embedding_size // num_heads}. "
-            f"Training memory, batch {self.batch_size} x {config.block_size} tokens, fp32: about "
+            f"Training memory, batch {self.batch_size} x {T} tokens, fp32: about "
             f"<b>{format_bytes(sum(memory.values()))}</b> (weights {format_bytes(memory['weights'])}, gradients "
             f"{format_bytes(memory['gradients'])}, AdamW {format_bytes(memory['optimizer'])}, activations "
-            f"{format_bytes(memory['activations'])})."
+            f"{format_bytes(memory['other activations'])}, attention scores {format_bytes(memory[self.SCORES])}: "
+            f"{self.batch_size} x {num_heads} heads x {T}² per layer, so doubling block_size quadruples them)."
+            f"<br>num_heads changes activation memory (the scores term) but not the parameter count: the heads "
+            f"split the same embedding_size channels. (Fused attention kernels such as flash attention never "
+            f"store the scores; the from-scratch attention does.)"
             f"<table>{rows}</table>"
         )
         if in_notebook():

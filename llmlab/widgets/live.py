@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import html
 import math
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,11 @@ from llmlab.train import Callback, Trainer
 from llmlab.validate import check_choice
 from llmlab.widgets.base import in_notebook
 
-__all__ = ["LivePlot", "RunRecord", "run_experiment", "runs_table_html"]
+__all__ = ["LivePlot", "RunRecord", "run_experiment", "combine_runs", "best_run", "runs_table_html"]
+
+AXES = ("step", "seconds")
+XLABELS = {"step": "step", "seconds": "training time (s)"}
+Curves = dict[str, tuple[list[float], list[float]]]  # {"train": (xs, losses), "val": (xs, losses)}
 
 
 class LivePlot(Callback):
@@ -37,6 +42,8 @@ class LivePlot(Callback):
     ~0.1 s. Outside IPython, or with ``show=False``, nothing is displayed, but the curves are still
     recorded in ``train`` / ``val`` (lists of ``(x, loss)``). ``x="step"`` plots against optimizer steps;
     ``x="seconds"`` against training time, the fair axis when runs differ in speed (equal wall-clock).
+    Both axes are recorded (:meth:`curves_on`), so a run can be re-plotted on the other one later.
+    ``references`` (``{name: loss}``) are drawn as labelled dashed lines, e.g. the counting baselines.
     """
 
     def __init__(
@@ -49,16 +56,20 @@ class LivePlot(Callback):
         seen_messages: set[str] | None = None,
         show: bool = True,
         x: str = "step",
+        references: Mapping[str, float] | None = None,
     ) -> None:
-        self.x = check_choice("x", x, ("step", "seconds"))
+        self.x = check_choice("x", x, AXES)
         self.label = label
         self.show = show
         self.output = output
         self.previous = list(previous)
         self.min_interval = min_interval
         self.title = title
+        self.references = dict(references or {})
         self.train: list[tuple[float, float]] = []
         self.val: list[tuple[float, float]] = []
+        # (step, seconds, loss) of every logged step / evaluation: both axes, whichever one is plotted.
+        self.points: dict[str, list[tuple[int, float, float]]] = {"train": [], "val": []}
         self.redraws = 0
         self.baseline: float | None = None
         self.messages: list[str] = []
@@ -71,6 +82,8 @@ class LivePlot(Callback):
     def on_train_start(self, trainer: Any) -> None:
         self.train.clear()
         self.val.clear()
+        for points in self.points.values():
+            points.clear()
         self._last_draw = 0.0
         # ln(vocab_size): the loss of a uniform guess, the line an untrained model starts on.
         vocab = getattr(getattr(getattr(trainer, "config", None), "model", None), "vocab_size", None)
@@ -78,11 +91,13 @@ class LivePlot(Callback):
 
     def on_step_end(self, trainer: Any, info: Any) -> None:
         self.train.append((self._x(info), float(info.loss)))
+        self.points["train"].append((int(info.step), float(info.elapsed), float(info.loss)))
         if time.perf_counter() - self._last_draw >= self.min_interval:
             self.redraw()
 
     def on_eval(self, trainer: Any, info: Any) -> None:
         self.val.append((self._x(info), float(info.val_loss)))
+        self.points["val"].append((int(info.step), float(info.elapsed), float(info.val_loss)))
         self.redraw()
 
     def _x(self, info: Any) -> float:
@@ -102,9 +117,15 @@ class LivePlot(Callback):
         self.redraw()
 
     # Drawing --------------------------------------------------------------------------------------
+    def curves_on(self, x: str) -> Curves:
+        """This run's recorded curves against ``x`` (``"step"`` or ``"seconds"``)."""
+        column = AXES.index(check_choice("x", x, AXES))
+        return {kind: ([p[column] for p in points], [p[2] for p in points]) for kind, points in self.points.items()}
+
     def curves(self) -> dict[str, dict[str, Any]]:
         """Earlier runs' curves then this run's, in the shape :func:`llmlab.plots.loss_curves` takes."""
-        runs = {r.label: r.curves() for r in self.previous}
+        # A run recorded against the other axis only (a hand-made record) is left out: never fail mid-training.
+        runs = {r.label: r.curves(self.x) for r in self.previous if r.curves_per_seed or r.axis == self.x}
         runs[self.label] = {
             "train": ([s for s, _ in self.train], [v for _, v in self.train]),
             "val": ([s for s, _ in self.val], [v for _, v in self.val]),
@@ -115,8 +136,13 @@ class LivePlot(Callback):
         """The current chart (a new Figure each call)."""
         where = "step {}" if self.x == "step" else "{:.0f} s"
         subtitle = f" — {where.format(self.train[-1][0])}, loss {self.train[-1][1]:.3f}" if self.train else ""
-        xlabel = "step" if self.x == "step" else "training time (s)"
-        return plots.loss_curves(self.curves(), title=f"{self.title}{subtitle}", baseline=self.baseline, xlabel=xlabel)
+        return plots.loss_curves(
+            self.curves(),
+            title=f"{self.title}{subtitle}",
+            baseline=self.baseline,
+            xlabel=XLABELS[self.x],
+            references=self.references,
+        )
 
     def redraw(self) -> None:
         """Show the current chart: in the Output widget, or replace this cell's image in place."""
@@ -139,7 +165,15 @@ class LivePlot(Callback):
 
 @dataclass
 class RunRecord:
-    """What a learner compares between runs: settings, size, speed, and how good the model got."""
+    """What a learner compares between runs: settings, size, speed, and how good the model got.
+
+    One record may stand for several trainings of the same settings with different seeds: then
+    ``final_val_loss`` / ``val_bpb`` / ``tokens_per_sec`` / ``seconds`` are means over the seeds,
+    ``val_losses`` / ``val_bpbs`` hold each seed's final value, and :attr:`spread` says how much the seeds
+    disagree, the size of a difference that means nothing. ``train_curve`` / ``val_curve`` are
+    ``(x, loss)`` pairs against ``axis`` (the axis its live plot used); ``curves_per_seed`` keeps each
+    seed's curves against both axes, ``{"step": {"train": (xs, ys), "val": ...}, "seconds": {...}}``.
+    """
 
     label: str
     settings: dict[str, Any]
@@ -148,17 +182,70 @@ class RunRecord:
     final_val_loss: float
     val_bpb: float
     seconds: float
-    train_curve: list[tuple[int, float]] = field(default_factory=list)
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    train_curve: list[tuple[float, float]] = field(default_factory=list)
+    val_curve: list[tuple[float, float]] = field(default_factory=list)
     out_dir: str = ""
-    result: Any = None  # the trainer's TrainResult, for anything not summarised here
+    result: Any = None  # the (first seed's) TrainResult, for anything not summarised here
+    seeds: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    val_bpbs: list[float] = field(default_factory=list)
+    prediction: str = ""
+    curves_per_seed: list[dict[str, Curves]] = field(default_factory=list)
+    axis: str = "step"
+    results: list[Any] = field(default_factory=list)  # every seed's TrainResult
 
-    def curves(self) -> dict[str, Any]:
-        """``{"train": (steps, losses), "val": (steps, losses)}`` for :func:`llmlab.plots.loss_curves`."""
-        return {
-            "train": ([s for s, _ in self.train_curve], [v for _, v in self.train_curve]),
-            "val": ([s for s, _ in self.val_curve], [v for _, v in self.val_curve]),
-        }
+    def __post_init__(self) -> None:
+        check_choice("axis", self.axis, AXES)
+        # A record built by hand with only the means stands for one training.
+        if not self.val_losses:
+            self.val_losses = [float(self.final_val_loss)]
+        if not self.val_bpbs:
+            self.val_bpbs = [float(self.val_bpb)]
+
+    @property
+    def num_seeds(self) -> int:
+        """How many trainings this record averages."""
+        return len(self.val_losses)
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation of the final val losses over seeds (0.0 for one seed)."""
+        finite = [v for v in self.val_losses if math.isfinite(v)]
+        if len(finite) < len(self.val_losses):
+            return math.nan  # a diverged seed: no meaningful spread
+        return statistics.stdev(finite) if len(finite) >= 2 else 0.0
+
+    def curves(self, x: str | None = None) -> dict[str, Any]:
+        """``{"train": (xs, losses), "val": (xs, losses)}`` for :func:`llmlab.plots.loss_curves`.
+
+        ``x``: ``"step"`` or ``"seconds"`` (default: ``axis``). Over several seeds the curves are the
+        means at each logged step / evaluation, and ``"val_band"`` is ``(xs, min, max)`` over the seeds.
+        """
+        axis = self.axis if x is None else check_choice("x", x, AXES)
+        if not self.curves_per_seed:
+            if axis != self.axis:
+                raise ValueError(
+                    f"x={axis!r} is not valid for run {self.label!r}: only its {self.axis!r} curves were recorded; "
+                    f"plot it with x={self.axis!r}."
+                )
+            return {
+                "train": ([s for s, _ in self.train_curve], [v for _, v in self.train_curve]),
+                "val": ([s for s, _ in self.val_curve], [v for _, v in self.val_curve]),
+            }
+        per_seed = [c[axis] for c in self.curves_per_seed]
+        if len(per_seed) == 1:
+            return {kind: (list(xs), list(ys)) for kind, (xs, ys) in per_seed[0].items()}
+        out: dict[str, Any] = {}
+        for kind in ("train", "val"):
+            # Seeds log at the same steps; a time budget may stop some earlier: keep the common prefix.
+            n = min(len(c[kind][0]) for c in per_seed)
+            xs = [c[kind][0][:n] for c in per_seed]
+            ys = [c[kind][1][:n] for c in per_seed]
+            mean_x = list(xs[0]) if axis == "step" else [statistics.fmean(col) for col in zip(*xs)]
+            out[kind] = (mean_x, [statistics.fmean(col) for col in zip(*ys)])
+            if kind == "val":
+                out["val_band"] = (mean_x, [min(col) for col in zip(*ys)], [max(col) for col in zip(*ys)])
+        return out
 
 
 def run_experiment(
@@ -201,17 +288,99 @@ def run_experiment(
         val_curve=list(recorder.val),
         out_dir=str(out_dir),
         result=result,
+        seeds=[int(config.train.seed)],
+        curves_per_seed=[{x: recorder.curves_on(x) for x in AXES}],
+        axis=recorder.x,
+        results=[result],
     )
+
+
+def combine_runs(records: Sequence[RunRecord], label: str | None = None, prediction: str = "") -> RunRecord:
+    """One record for several trainings of the same settings (one per seed): means, per-seed values, curves.
+
+    ``records`` come from :func:`run_experiment`, one per seed; the result's ``settings``, parameter
+    count and output folder are the first one's.
+    """
+    if not records:
+        raise ValueError("records is empty: pass the RunRecords of one setting's seeds (at least one).")
+    first = records[0]
+    losses = [v for r in records for v in r.val_losses]
+    bpbs = [v for r in records for v in r.val_bpbs]
+    mean = statistics.fmean
+    combined = RunRecord(
+        label=label or first.label,
+        settings=dict(first.settings),
+        num_parameters=first.num_parameters,
+        tokens_per_sec=mean(r.tokens_per_sec for r in records),
+        final_val_loss=mean(losses),
+        val_bpb=mean(bpbs),
+        seconds=mean(r.seconds for r in records),
+        out_dir=first.out_dir,
+        result=first.result,
+        seeds=[s for r in records for s in r.seeds],
+        val_losses=losses,
+        val_bpbs=bpbs,
+        prediction=prediction,
+        curves_per_seed=[c for r in records for c in r.curves_per_seed],
+        axis=first.axis,
+        results=[res for r in records for res in (r.results or [r.result])],
+    )
+    if combined.curves_per_seed:  # the mean curves, against the axis the runs were watched on
+        mean_curves = combined.curves()
+        combined.train_curve = list(zip(*mean_curves["train"]))
+        combined.val_curve = list(zip(*mean_curves["val"]))
+    else:
+        combined.train_curve, combined.val_curve = list(first.train_curve), list(first.val_curve)
+    return combined
+
+
+def _ranked(records: Sequence[RunRecord]) -> list[RunRecord]:
+    return sorted((r for r in records if math.isfinite(r.final_val_loss)), key=lambda r: r.final_val_loss)
+
+
+def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
+    """The run with the lowest mean val loss, but only when its lead is larger than the noise; else None.
+
+    The lead counts when the best and the runner-up both have >= 2 seeds and
+    ``runner_up_mean - best_mean > 2 * sqrt(sd_best**2 / n_best + sd_runner_up**2 / n_runner_up)``
+    (twice the standard error of the difference of two means). One run alone has no lead over anything.
+    """
+    ranked = _ranked(records)
+    if len(ranked) < 2:
+        return None
+    best, runner_up = ranked[0], ranked[1]
+    if best.num_seeds < 2 or runner_up.num_seeds < 2 or not (math.isfinite(best.spread + runner_up.spread)):
+        return None
+    noise = 2 * math.sqrt(best.spread**2 / best.num_seeds + runner_up.spread**2 / runner_up.num_seeds)
+    return best if runner_up.final_val_loss - best.final_val_loss > noise else None
+
+
+def _why_no_best(records: Sequence[RunRecord]) -> str:
+    ranked = _ranked(records)
+    if len(ranked) >= 2 and (ranked[0].num_seeds < 2 or ranked[1].num_seeds < 2):
+        return "No run is ahead by more than the spread between seeds: repeat ×2 or more to tell an effect from noise."
+    return (
+        "No run is ahead by more than the spread between seeds (twice the standard error of the difference): "
+        "the best two may differ by chance; repeat with more seeds, or change a setting more."
+    )
+
+
+def _val_loss_cell(r: RunRecord) -> str:
+    if r.num_seeds < 2:
+        return f"{r.final_val_loss:.3f} (1 seed)"
+    return f"{r.final_val_loss:.3f} ± {r.spread:.3f} ({r.num_seeds} seeds)"
 
 
 def runs_table_html(records: Sequence[RunRecord]) -> str:
-    """An HTML table of runs: settings, parameters, tokens/s, final val loss and bits-per-byte (best in bold)."""
+    """An HTML table of runs: settings, parameters, tokens/s, seconds, val loss ± spread over seeds,
+    bits per byte and the learner's prediction.
+
+    The best run is bold only when :func:`best_run` finds its lead larger than the noise; otherwise a
+    footnote under the table says why no run is marked.
+    """
     if not records:
         return "<p><i>No runs yet: choose settings and press <b>Train</b>.</i></p>"
-    best = min(
-        range(len(records)),
-        key=lambda i: records[i].final_val_loss if math.isfinite(records[i].final_val_loss) else math.inf,
-    )
+    best = best_run(records)
     head = [
         "#",
         "run",
@@ -225,33 +394,45 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
         "seconds",
         "val loss",
         "val bits/byte",
+        "prediction",
     ]
     rows = []
     for i, r in enumerate(records):
         s = r.settings
+        max_lr = s.get("max_lr")
         cells = [
             str(i + 1),
             html.escape(r.label),
-            str(s["embedding_size"]),
-            str(s["num_heads"]),
-            str(s["depth"]),
-            f"{s['max_lr']:.1e}",
-            str(s["steps"]),
+            html.escape(str(s.get("embedding_size", ""))),
+            html.escape(str(s.get("num_heads", ""))),
+            html.escape(str(s.get("depth", ""))),
+            f"{max_lr:.1e}" if isinstance(max_lr, (int, float)) else "",
+            html.escape(str(s.get("steps", ""))),
             plots.human_count(r.num_parameters),
             f"{r.tokens_per_sec:,.0f}",
             f"{r.seconds:.0f}",
-            f"{r.final_val_loss:.3f}",
+            _val_loss_cell(r),
             f"{r.val_bpb:.3f}",
+            html.escape(r.prediction),
         ]
         color = plots.color_for(i)
         swatch = f"<span style='color:rgb({','.join(str(int(255 * c)) for c in color)})'>&#9632;</span> "
         cells[1] = swatch + cells[1]
-        style = " style='font-weight:bold'" if i == best else ""
+        style = " style='font-weight:bold'" if r is best else ""
         rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (
+    table = (
         "<table><thead><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
         + "</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
+    if best is None and len(records) >= 2:
+        table += f"<p style='font-size:90%'><i>{html.escape(_why_no_best(records))}</i></p>"
+    elif best is not None:
+        lead = _ranked(records)[1].final_val_loss - best.final_val_loss
+        table += (
+            f"<p style='font-size:90%'><i>Bold: ahead of the next run by {lead:.3f}, more than twice the "
+            "standard error of the difference over seeds.</i></p>"
+        )
+    return table
