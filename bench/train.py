@@ -1,8 +1,8 @@
 """Training benchmarks: (a) step throughput at nanoGPT's CPU configuration, (b) quality per wall-clock of
 the cpu_small preset, (c) peak memory. They print figures and same-run ratios; they are not tests.
 
-    python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH]
-    python bench/train.py quality [--seconds 137] [--nanogpt PATH]
+    python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH] [--compile]
+    python bench/train.py quality [--preset cpu_small] [--seconds 137] [--set KEY=VALUE ...] [--nanogpt PATH]
     python bench/train.py memory [--preset seed_manual --steps 3]
 
 (a) compares llmlab's training step (``Trainer.train_step``: the code path `llmlab train` runs) with a
@@ -122,11 +122,42 @@ def eager_step(
     return loss.item()
 
 
-def bench_throughput(steps: int, repeats: int, nanogpt: str | None) -> None:
+def phase_breakdown(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: TokenBatches, lr: float, clip: float, steps: int
+) -> dict[str, float]:
+    """Median milliseconds of each phase of a plain step (CPU work is synchronous, so perf_counter is exact)."""
+    phases: dict[str, list[float]] = {p: [] for p in ("batch", "forward", "backward", "clip", "optimizer", "zero_grad")}
+    for _ in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t = [time.perf_counter()]
+        x, y = batches.next()  # (B, T), (B, T)
+        t.append(time.perf_counter())
+        _, loss = model(x, y)
+        loss.item()
+        t.append(time.perf_counter())
+        loss.backward()
+        t.append(time.perf_counter())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        t.append(time.perf_counter())
+        optimizer.step()
+        t.append(time.perf_counter())
+        optimizer.zero_grad(set_to_none=True)
+        t.append(time.perf_counter())
+        for name, a, b in zip(phases, t, t[1:]):
+            phases[name].append((b - a) * 1e3)
+    return {name: statistics.median(v) for name, v in phases.items()}
+
+
+def bench_throughput(steps: int, repeats: int, nanogpt: str | None, compile: bool = False) -> None:
     data_dir = prepared("char")
-    config = nanogpt_cpu_config()
+    config = nanogpt_cpu_config().override(compile="true" if compile else "false")
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     config = trainer.config  # vocab_size from the data
+    if compile:  # the first step holds torch.compile's work: timed on its own, then excluded like any warm-up
+        t0 = time.perf_counter()
+        trainer.train_step(config.train.max_lr)
+        print(f"torch.compile of llmlab's model: first step took {time.perf_counter() - t0:.1f} s")
     tc, mc = config.train, config.model
     print(
         f"model: {trainer.raw_model.num_parameters() / 1e6:.2f} M parameters, vocab {mc.vocab_size}, "
@@ -178,17 +209,28 @@ def bench_throughput(steps: int, repeats: int, nanogpt: str | None) -> None:
             f"fastest 10%: {best[name]:8,.0f} tokens/s"
         )
     n = len(times["llmlab"])
+    label = "llmlab (compiled)" if compile else "llmlab"
     for other in [name for name in times if name != "llmlab"]:
         print(
-            f"llmlab / {other} (same run, {n} alternating steps each): median "
+            f"{label} / {other} (same run, {n} alternating steps each): median "
             f"{med['llmlab'] / med[other]:.2f}x, fastest 10% {best['llmlab'] / best[other]:.2f}x"
         )
+    # Where a plain eager step's time goes (the same model and optimizer as the baseline above).
+    phases = phase_breakdown(plain, opt, plain_batches, tc.max_lr, tc.grad_clip, steps)
+    total = sum(phases.values())
+    print(
+        "plain eager step, median ms per phase: "
+        + ", ".join(f"{k} {v:.2f} ({100 * v / total:.0f}%)" for k, v in phases.items())
+        + f"; sum {total:.1f} ms"
+    )
 
 
-def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str], nanogpt: str | None) -> None:
+def bench_quality(
+    seconds: float, tokenizer: str | None, overrides: list[str], nanogpt: str | None, preset: str = "cpu_small"
+) -> None:
     from llmlab.cli import parse_overrides
 
-    config = get_preset("cpu_small").override(max_seconds=seconds).override(parse_overrides(overrides))
+    config = get_preset(preset).override(max_seconds=seconds).override(parse_overrides(overrides))
     tok = tokenizer or config.train.tokenizer
     config = config.override(tokenizer=tok)
     data_dir = prepared(tok)
@@ -198,7 +240,7 @@ def bench_quality(seconds: float, tokenizer: str | None, overrides: list[str], n
     wall = time.perf_counter() - t0
     config = trainer.config
     print(
-        f"cpu_small ({tok}, {trainer.raw_model.num_parameters() / 1e6:.2f} M params, batch "
+        f"{preset} {' '.join(overrides)} ({tok}, {trainer.raw_model.num_parameters() / 1e6:.2f} M params, batch "
         f"{config.train.batch_size}x{config.model.block_size}): {result.final_step} steps, stopped at "
         f"{result.evals[-1].elapsed:.1f} s ({result.stop_reason}); final evaluation done at {result.seconds:.1f} s, "
         f"{wall:.1f} s wall with setup"
@@ -300,7 +342,9 @@ def main(argv: Any = None) -> None:
     t.add_argument("--steps", type=int, default=30)
     t.add_argument("--repeats", type=int, default=5)
     t.add_argument("--nanogpt", default=None, metavar="PATH", help="a nanoGPT checkout (or its model.py)")
+    t.add_argument("--compile", action="store_true", help="llmlab's side with torch.compile (compile time shown)")
     q = sub.add_parser("quality")
+    q.add_argument("--preset", default="cpu_small")
     q.add_argument("--seconds", type=float, default=137.0)
     q.add_argument("--tokenizer", default=None)
     q.add_argument("--set", dest="overrides", action="append", default=[])
@@ -312,11 +356,16 @@ def main(argv: Any = None) -> None:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load_note()} at start")
     if args.what == "quality":
-        bench_quality(args.seconds, args.tokenizer, args.overrides, args.nanogpt)
+        bench_quality(args.seconds, args.tokenizer, args.overrides, args.nanogpt, args.preset)
     elif args.what == "memory":
         bench_memory(args.preset, args.steps, args.batch_size)
     else:  # default (make bench): the throughput comparison, short
-        bench_throughput(getattr(args, "steps", 30), getattr(args, "repeats", 5), getattr(args, "nanogpt", None))
+        bench_throughput(
+            getattr(args, "steps", 30),
+            getattr(args, "repeats", 5),
+            getattr(args, "nanogpt", None),
+            getattr(args, "compile", False),
+        )
     print(f"{load_note()} at the end")
 
 

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from llmlab.i18n import tr
+
 __all__ = [
     "TrainingError",
     "TrainingInterrupted",
@@ -103,7 +105,8 @@ def diverged(trainer: Any, value: float, step: int, what: str, lr: float) -> Tra
     kept = checkpoint_note(trainer)
     if trainer.saved_step is not None:
         kept += " Continue from it with --resume and the setting above, or start over with --overwrite."
-    return TrainingError(f"{what} became {value} at step {step} (lr={lr:.3g}): training diverged. {advice} {kept}")
+    lead = tr("error.diverged", what=what, value=value, step=step, lr=f"{lr:.3g}")
+    return TrainingError(f"{lead} {advice} {kept}")
 
 
 def checkpoint_note(trainer: Any) -> str:
@@ -127,8 +130,7 @@ def interrupted(trainer: Any, signal_name: str | None) -> TrainingInterrupted:
         trainer.save(step, is_best=False)
     if exact and step and trainer.saved_step == step:
         return TrainingInterrupted(
-            f"interrupted{how} at step {step} of {trainer.config.train.max_iters}: this run's state is saved in "
-            f"{last}; resume=True (CLI: --resume) continues exactly from there.",
+            tr("note.interrupted_saved", how=how, step=step, total=trainer.config.train.max_iters, path=last),
             step,
             last,
             signal_name,
@@ -158,13 +160,21 @@ def recover_from_oom(trainer: Any, error: BaseException) -> None:
             if b > 1
             else f"block_size={max(1, mc.block_size // 2)}"
         )
+        more = ("" if b > 1 else tr("error.oom.smaller_model")) + (
+            tr("error.oom.bfloat16") if trainer.dtype == torch.float32 and trainer.device.type == "cuda" else ""
+        )
+        millions = f"{trainer.raw_model.num_parameters() / 1e6:.1f}"
         raise TrainingError(
-            f"out of memory on {trainer.device} at batch_size={b}, block_size={mc.block_size}, "
-            f"grad_accum_steps={tc.grad_accum_steps} ({trainer.raw_model.num_parameters() / 1e6:.1f} M parameters). "
-            f"Try --set {fit} (same sequences per step)"
-            + ("" if b > 1 else ", or a smaller model (embedding_size/depth)")
-            + (", or dtype=bfloat16" if trainer.dtype == torch.float32 and trainer.device.type == "cuda" else "")
-            + "."
+            tr(
+                "error.oom",
+                device=trainer.device,
+                batch_size=b,
+                block_size=mc.block_size,
+                accum=tc.grad_accum_steps,
+                millions=millions,
+                fit=fit,
+                more=more,
+            )
         )
     if isinstance(new, bool) or not isinstance(new, int) or not 1 <= new < b or b % new:
         raise ValueError(

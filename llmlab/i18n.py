@@ -32,9 +32,65 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ja": "学習開始を押す前に：どうなると思いますか？その理由は？",
     },
     "status.ready": {"en": "Ready.", "ja": "準備ができました。"},
+    "status.training": {"en": "Training {steps} steps...", "ja": "{steps} ステップ学習しています…"},
+    "status.training_seed": {
+        "en": "Training seed {seed} ({i} of {n}), {steps} steps...",
+        "ja": "シード {seed} で学習しています（{n} 回中 {i} 回目）、{steps} ステップ…",
+    },
+    "status.run_done": {
+        "en": "Run #{index} done: val loss {loss}{noise} ({bpb} bits/byte), {tps} tokens/s.",
+        "ja": "実行 #{index} が終わりました：検証損失 {loss}{noise}（{bpb} bits/byte）、毎秒 {tps} トークン。",
+    },
+    "status.noise": {"en": " ± {spread} over {n} seeds", "ja": " ± {spread}（シード {n} 個）"},
+    "heading.all_runs": {"en": "All runs", "ja": "すべての実行"},
+    "note.heads_changed": {
+        "en": "num_heads={wanted} does not divide embedding_size={emb} (each head gets embedding_size / num_heads "
+        "channels), so num_heads is now {chosen}. Possible: {options}.",
+        "ja": "num_heads={wanted} は embedding_size={emb} を割り切れません（各ヘッドは embedding_size / num_heads "
+        "チャンネルを受け持ちます）。そこで num_heads を {chosen} にしました。選べる値: {options}。",
+    },
+    # widgets/live.py: the runs table
+    "table.empty": {
+        "en": "No runs yet: choose settings and press <b>Train</b>.",
+        "ja": "まだ実行がありません。設定を選んで <b>学習開始</b> を押してください。",
+    },
+    "table.no_best_one_seed": {
+        "en": "No run is ahead by more than the spread between seeds: repeat ×2 or more to tell an effect from noise.",
+        "ja": "シード間のばらつきを超えて先行している実行はありません。"
+        "効果とノイズを見分けるには ×2 以上繰り返してください。",
+    },
+    "table.no_best": {
+        "en": "No run is ahead by more than the spread between seeds (twice the standard error of the difference): "
+        "the best two may differ by chance; repeat with more seeds, or change a setting more.",
+        "ja": "シード間のばらつき（差の標準誤差の 2 倍）を超えて先行している実行はありません。上位 2 つの差は偶然かも"
+        "しれません。シードを増やして繰り返すか、設定をもっと大きく変えてください。",
+    },
+    "table.best": {
+        "en": "Bold: ahead of the next run by {lead}, more than twice the standard error of the difference over seeds.",
+        "ja": "太字：次の実行より {lead} 先行しており、シード間の差の標準誤差の 2 倍を超えています。",
+    },
     # widgets/race.py
     "button.race": {"en": "Race", "ja": "レース開始"},
     "label.seconds_each": {"en": "seconds each", "ja": "各秒数"},
+    "note.race_intro": {
+        "en": "Tick techniques, then Race: the baseline and your mix train one after the other.",
+        "ja": "技法にチェックを入れてからレース開始を押してください。"
+        "ベースラインとあなたの組み合わせが順に学習します。",
+    },
+    "status.racing": {"en": "Racing...", "ja": "レース中…"},
+    "status.race_done": {
+        "en": "Done: baseline {baseline}, mix {mix} bits/byte (lower wins).",
+        "ja": "完了：ベースライン {baseline}、組み合わせ {mix} bits/byte（低いほうの勝ち）。",
+    },
+    # widgets/sampling.py
+    "note.diversity": {
+        "en": "<b>diversity {score}</b>: distinct-{n} over words, the share of distinct word pairs among all word "
+        "pairs of the {count} continuations (1.0: no pair repeats; low: the samples say the same thing).",
+        "ja": "<b>多様性 {score}</b>：単語単位の distinct-{n}。{count} 個の続きに現れる単語ペアのうち、異なるペアの"
+        "割合です（1.0：どのペアも繰り返されない。低い：どのサンプルも同じことを言っている）。",
+    },
+    "label.sample": {"en": "sample {i}", "ja": "サンプル {i}"},
+    "label.seed": {"en": "seed {seed}", "ja": "シード {seed}"},
     # data/batches.py: load_meta
     "error.no_data": {
         "en": "no prepared data in {path} ({what}); create it with: {command}",
@@ -53,6 +109,38 @@ MESSAGES: dict[str, dict[str, str]] = {
         "(CLI: --resume) continues exactly from there.",
         "ja": "ステップ {step}/{total} で中断しました{how}。この実行の状態は {path} に保存されています。resume=True"
         "（CLI では --resume）で、ちょうどその続きから再開できます。",
+    },
+    # failures.py: out of memory with no way to continue; {fit} and {more} are settings to type
+    "error.oom": {
+        "en": "out of memory on {device} at batch_size={batch_size}, block_size={block_size}, "
+        "grad_accum_steps={accum} ({millions} M parameters). Try --set {fit} (same sequences per step){more}.",
+        "ja": "{device} でメモリが足りません（batch_size={batch_size}、block_size={block_size}、"
+        "grad_accum_steps={accum}、パラメータ {millions} M 個）。--set {fit} を試してください（1 ステップあたりの"
+        "シーケンス数は同じです）{more}。",
+    },
+    "error.oom.smaller_model": {
+        "en": ", or a smaller model (embedding_size/depth)",
+        "ja": "。または小さなモデル（embedding_size/depth）にしてください",
+    },
+    "error.oom.bfloat16": {"en": ", or dtype=bfloat16", "ja": "。または dtype=bfloat16 にしてください"},
+    # runtime.py: where training runs, and why not on a GPU
+    "note.cpu": {
+        "en": "Training on CPU ({threads} threads): no CUDA GPU, because {why} Small presets such as cpu_small are "
+        "sized for this.",
+        "ja": "CPU で学習します（{threads} スレッド）。CUDA GPU が使えない理由：{why} cpu_small のような小さな"
+        "プリセットは CPU 向けの大きさです。",
+    },
+    "why.cpu_wheel": {
+        "en": "this torch build ({version}) has no CUDA support (a CPU-only wheel); on a machine with an NVIDIA GPU "
+        "install the CUDA build of torch (see the README).",
+        "ja": "この torch（{version}）は CUDA に対応していない CPU 専用版です。NVIDIA GPU のあるマシンでは CUDA 版の "
+        "torch をインストールしてください（README 参照）。",
+    },
+    "why.no_gpu": {
+        "en": "torch {version} was built for CUDA {cuda} but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES "
+        "hides it; check `nvidia-smi`).",
+        "ja": "torch {version} は CUDA {cuda} 用ですが GPU が見えません（NVIDIA ドライバがないか、"
+        "CUDA_VISIBLE_DEVICES で隠されています。`nvidia-smi` で確認してください）。",
     },
 }
 

@@ -176,8 +176,18 @@ def loss_curves(
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if ax.has_data():
-        ax.legend(fontsize=8, loc="upper right")
+        _loss_legend(ax)
     return fig
+
+
+def _loss_legend(ax: Axes, inside_max: int = 6) -> None:
+    # Loss falls from the top left, so the upper right is usually empty: a short legend goes there. A long one
+    # (several runs, seed bands, reference lines) would reach down over the curves, so it goes outside, right.
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries <= inside_max:
+        ax.legend(fontsize=8, loc="upper right")
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def lr_schedule(

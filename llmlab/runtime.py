@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from llmlab.i18n import tr
+
 __all__ = [
     "OutOfMemoryError",
     "select_device",
@@ -105,14 +107,8 @@ def _mps_available() -> bool:
 
 def _why_no_cuda() -> str:
     if torch.version.cuda is None:
-        return (
-            f"this torch build ({torch.__version__}) has no CUDA support (a CPU-only wheel); on a machine "
-            f"with an NVIDIA GPU install the CUDA build of torch (see the README)."
-        )
-    return (
-        f"torch {torch.__version__} was built for CUDA {torch.version.cuda} but sees no GPU (no NVIDIA "
-        f"driver, or CUDA_VISIBLE_DEVICES hides it; check `nvidia-smi`)."
-    )
+        return tr("why.cpu_wheel", version=torch.__version__)
+    return tr("why.no_gpu", version=torch.__version__, cuda=torch.version.cuda)
 
 
 def explain_device(device: torch.device) -> str:
@@ -121,10 +117,7 @@ def explain_device(device: torch.device) -> str:
         return f"Training on CUDA ({torch.cuda.get_device_name(device)})."
     if device.type == "mps":
         return "Training on Apple MPS (float32 unless dtype=bfloat16 is asked for)."
-    return (
-        f"Training on CPU ({torch.get_num_threads()} threads): no CUDA GPU, because {_why_no_cuda()} "
-        f"Small presets such as cpu_small are sized for this."
-    )
+    return tr("note.cpu", threads=torch.get_num_threads(), why=_why_no_cuda())
 
 
 def set_cpu_threads(threads: int | str, device: torch.device) -> None:

@@ -179,3 +179,16 @@ def test_next_token_bars_share_one_zoomed_scale() -> None:
     limits = [ax.get_xlim() for ax in fig.axes if ax.patches]
     # 1.15 x the largest shown probability, the same in every panel
     assert len(limits) == 2 and all(lo == 0.0 and hi == pytest.approx(0.805) for lo, hi in limits)
+
+
+def test_a_long_loss_legend_moves_outside_the_axes_so_it_hides_no_curve() -> None:
+    def legend_inside(n_runs: int) -> bool:
+        runs = {f"r{i}": {"train": ([0, 5], [4.0, 3.0]), "val": ([0, 5], [4.1, 3.2])} for i in range(n_runs)}
+        fig = plots.loss_curves(runs)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        box, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        return frame.x0 <= box.x0 and box.x1 <= frame.x1
+
+    assert legend_inside(2)  # 4 entries: upper right, inside
+    assert not legend_inside(5)  # 10 entries: beside the chart

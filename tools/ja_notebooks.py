@@ -417,7 +417,7 @@ def build(paths: Paths) -> list[Path]:
 # ---- check ----------------------------------------------------------------------------------------------
 
 FENCE = re.compile(r"^```.*?^```", flags=re.M | re.S)
-SPAN = re.compile(r"`[^`\n]+`")
+SPAN = re.compile(r"`[^`]+`")  # Markdown lets a code span run across a line break
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MATH = re.compile(r"\$[^$\n]+\$")
 HEADING = re.compile(r"^(#{1,6}) +(\d+[a-z]?(?: ·|\.)?)?", flags=re.M)
@@ -436,7 +436,10 @@ def markdown_problems(en: str, ja: str) -> list[str]:
         problems.append("a ``` code block differs from the English (copy code blocks exactly)")
     en_rest, ja_rest = FENCE.sub("", en), FENCE.sub("", ja)
     for what, pattern in (("code span", SPAN), ("link target", LINK), ("$math$", MATH)):
-        missing = Counter(pattern.findall(en_rest)) - Counter(pattern.findall(ja_rest))
+        # Whitespace inside a span is compared collapsed: a translation may rewrap a span the English broke.
+        found_en = [" ".join(x.split()) for x in pattern.findall(en_rest)]
+        found_ja = [" ".join(x.split()) for x in pattern.findall(ja_rest)]
+        missing = Counter(found_en) - Counter(found_ja)
         if missing:
             problems.append(f"{what}s of the English are missing: {sorted(missing)}")
     heads = [(h, n.replace(" ·", "").rstrip(".")) for h, n in HEADING.findall(en_rest)]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmlab.i18n import tr
 from llmlab.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_dict
 
 if TYPE_CHECKING:  # imported where used: torch is slow to import, and preparing data does not need it
@@ -82,8 +83,8 @@ def load_meta(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     d = Path(data_dir)
     for name in (*BIN_FILES, "meta.json"):
         if not (d / name).is_file():
-            what = "folder does not exist" if not d.is_dir() else f"{name} is missing"
-            raise FileNotFoundError(f"no prepared data in {d} ({what}); create it with: {_prepare_command(d)}")
+            what = tr("error.no_data.folder") if not d.is_dir() else tr("error.no_data.file", name=name)
+            raise FileNotFoundError(tr("error.no_data", path=d, what=what, command=_prepare_command(d)))
     try:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

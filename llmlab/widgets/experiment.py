@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from llmlab import plots
 from llmlab.config import Config, get_preset
 from llmlab.data import load_meta
+from llmlab.i18n import tr
 from llmlab.metrics import count_baselines
 from llmlab.validate import check_int
 from llmlab.widgets.base import Panel, divisors, error_html, in_notebook, max_lr_slider, nearest_heads, show_in
@@ -118,19 +119,21 @@ class ExperimentPanel(Panel):
         )
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="220px"))
         self.repeats = W.IntSlider(
-            value=1, min=1, max=self.MAX_REPEATS, description="repeat ×N", style=style, layout=layout
+            value=1, min=1, max=self.MAX_REPEATS, description=tr("label.repeat"), style=style, layout=layout
         )
-        self.x_axis = W.ToggleButtons(options=["step", "seconds"], value="step", description="x axis", style=style)
+        self.x_axis = W.ToggleButtons(
+            options=["step", "seconds"], value="step", description=tr("label.x_axis"), style=style
+        )
         self.prediction = W.Text(
             value="",
-            placeholder="Before you press Train: what do you expect, and why?",
-            description="prediction",
+            placeholder=tr("placeholder.prediction"),
+            description=tr("label.prediction"),
             style=style,
             layout=W.Layout(width="640px"),
         )
-        self.button = W.Button(description="Train", button_style="success", icon="play")
+        self.button = W.Button(description=tr("button.train"), button_style="success", icon="play")
         self.note = W.HTML()
-        self.status = W.HTML("<i>Ready.</i>")
+        self.status = W.HTML(f"<i>{tr('status.ready')}</i>")
         self.message = self.status  # errors appear where the run's status does
         self.live = W.Output(layout=W.Layout(min_height="300px"))
         self.chart = W.Output()
@@ -151,7 +154,9 @@ class ExperimentPanel(Panel):
                 self.note,
             ]
         )
-        self.widget = W.VBox([controls, self.live, W.HTML("<b>All runs</b>"), self.x_axis, self.chart, self.table])
+        self.widget = W.VBox(
+            [controls, self.live, W.HTML(f"<b>{tr('heading.all_runs')}</b>"), self.x_axis, self.chart, self.table]
+        )
 
     @property
     def references(self) -> dict[str, float]:
@@ -167,11 +172,8 @@ class ExperimentPanel(Panel):
         self.num_heads.options = options  # resets value: set it back explicitly
         self.num_heads.value = chosen
         if chosen != wanted:
-            self.note.value = (
-                f"<span style='color:#b35900'>num_heads={wanted} does not divide embedding_size={emb} "
-                f"(each head gets embedding_size / num_heads channels), so num_heads is now {chosen}. "
-                f"Possible: {options}.</span>"
-            )
+            note = tr("note.heads_changed", wanted=wanted, emb=emb, chosen=chosen, options=options)
+            self.note.value = f"<span style='color:#b35900'>{note}</span>"
         else:
             self.note.value = ""
 
@@ -246,7 +248,8 @@ class ExperimentPanel(Panel):
         parts: list[RunRecord] = []
         for i, (s, config) in enumerate(zip(seeds, configs)):
             if repeats > 1:
-                self.status.value = f"<i>Training seed {s} ({i + 1} of {repeats}), {steps} steps...</i>"
+                status = tr("status.training_seed", seed=s, i=i + 1, n=repeats, steps=steps)
+                self.status.value = f"<i>{status}</i>"
             live = LivePlot(
                 label=label if repeats == 1 else f"{label} seed {s}",
                 output=output,
@@ -261,10 +264,14 @@ class ExperimentPanel(Panel):
         record = combine_runs(parts, label=label, prediction=prediction)
         record.settings.update(steps=steps, seed=seed, repeats=repeats)
         self.runs.append(record)
-        noise = f" ± {record.spread:.3f} over {record.num_seeds} seeds" if record.num_seeds > 1 else ""
-        self.status.value = (
-            f"Run #{len(self.runs)} done: val loss {record.final_val_loss:.3f}{noise} "
-            f"({record.val_bpb:.3f} bits/byte), {record.tokens_per_sec:,.0f} tokens/s."
+        noise = tr("status.noise", spread=f"{record.spread:.3f}", n=record.num_seeds) if record.num_seeds > 1 else ""
+        self.status.value = tr(
+            "status.run_done",
+            index=len(self.runs),
+            loss=f"{record.final_val_loss:.3f}",
+            noise=noise,
+            bpb=f"{record.val_bpb:.3f}",
+            tps=f"{record.tokens_per_sec:,.0f}",
         )
         self.refresh()
         return record
@@ -300,7 +307,7 @@ class ExperimentPanel(Panel):
         # Runs in the kernel when the button is pressed in a browser (never headless). Exceptions raised
         # in a widget callback are swallowed by ipywidgets, so they are shown in the panel instead.
         self.button.disabled = True
-        self.status.value = f"<i>Training {self.values()['steps']} steps...</i>"
+        self.status.value = f"<i>{tr('status.training', steps=self.values()['steps'])}</i>"
         try:
             if self.guarded(lambda **v: self.run(**v, output=self.live)) is not None:
                 self.prediction.value = ""  # the next run deserves its own prediction

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from llmlab import plots
 from llmlab.config import Config
+from llmlab.i18n import tr
 from llmlab.train import Callback, Trainer
 from llmlab.validate import check_choice
 from llmlab.widgets.base import in_notebook
@@ -358,11 +359,8 @@ def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
 def _why_no_best(records: Sequence[RunRecord]) -> str:
     ranked = _ranked(records)
     if len(ranked) >= 2 and (ranked[0].num_seeds < 2 or ranked[1].num_seeds < 2):
-        return "No run is ahead by more than the spread between seeds: repeat ×2 or more to tell an effect from noise."
-    return (
-        "No run is ahead by more than the spread between seeds (twice the standard error of the difference): "
-        "the best two may differ by chance; repeat with more seeds, or change a setting more."
-    )
+        return tr("table.no_best_one_seed")
+    return tr("table.no_best")
 
 
 def _val_loss_cell(r: RunRecord) -> str:
@@ -379,7 +377,7 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
     footnote under the table says why no run is marked.
     """
     if not records:
-        return "<p><i>No runs yet: choose settings and press <b>Train</b>.</i></p>"
+        return f"<p><i>{tr('table.empty')}</i></p>"
     best = best_run(records)
     head = [
         "#",
@@ -431,8 +429,5 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
         table += f"<p style='font-size:90%'><i>{html.escape(_why_no_best(records))}</i></p>"
     elif best is not None:
         lead = _ranked(records)[1].final_val_loss - best.final_val_loss
-        table += (
-            f"<p style='font-size:90%'><i>Bold: ahead of the next run by {lead:.3f}, more than twice the "
-            "standard error of the difference over seeds.</i></p>"
-        )
+        table += f"<p style='font-size:90%'><i>{tr('table.best', lead=f'{lead:.3f}')}</i></p>"
     return table

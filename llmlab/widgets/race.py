@@ -13,6 +13,7 @@ from typing import Any
 import ipywidgets as W
 
 from llmlab.config import MODERN_TECHNIQUES, Config, modern_settings
+from llmlab.i18n import tr
 from llmlab.validate import check_number
 from llmlab.widgets.base import Panel
 from llmlab.widgets.live import LivePlot, RunRecord, run_experiment
@@ -33,9 +34,9 @@ class RacePanel(Panel):
         self.races: list[tuple[RunRecord, RunRecord]] = []
         self._seen: set[str] = set()  # trainer notes (device, data) shown once per panel, not once per run
         self.boxes = {t: W.Checkbox(value=True, description=t, indent=False) for t in MODERN_TECHNIQUES}
-        self.seconds = W.FloatSlider(value=seconds, min=2, max=120, step=2, description="seconds each")
-        self.button = W.Button(description="Race", button_style="success", icon="flag-checkered")
-        self.message = W.HTML("<i>Tick techniques, then Race: the baseline and your mix train one after the other.</i>")
+        self.seconds = W.FloatSlider(value=seconds, min=2, max=120, step=2, description=tr("label.seconds_each"))
+        self.button = W.Button(description=tr("button.race"), button_style="success", icon="flag-checkered")
+        self.message = W.HTML(f"<i>{tr('note.race_intro')}</i>")
         self.live = W.Output(layout=W.Layout(min_height="300px"))
         self.table = W.HTML()
         self.button.on_click(self._on_click)
@@ -86,10 +87,10 @@ class RacePanel(Panel):
 
     def _on_click(self, _button: Any) -> None:
         self.button.disabled = True
-        self.message.value = "<i>Racing...</i>"
+        self.message.value = f"<i>{tr('status.racing')}</i>"
         try:
             if self.guarded(lambda **v: self.run(**v, output=self.live)) is not None:
                 b, m = self.races[-1]
-                self.message.value = f"Done: baseline {b.val_bpb:.3f}, mix {m.val_bpb:.3f} bits/byte (lower wins)."
+                self.message.value = tr("status.race_done", baseline=f"{b.val_bpb:.3f}", mix=f"{m.val_bpb:.3f}")
         finally:
             self.button.disabled = False

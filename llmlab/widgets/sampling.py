@@ -10,6 +10,7 @@ import ipywidgets as W
 import torch
 
 from llmlab import plots
+from llmlab.i18n import tr
 from llmlab.metrics import distinct_n
 from llmlab.model import GPT
 from llmlab.sampling import apply_temperature, top_k_filter, top_p_filter
@@ -125,15 +126,12 @@ class SamplingPanel(Panel):
         # Score the continuations only: the shared prompt would count as repetition in every sample.
         self.diversity = distinct_n([t[len(self.prompt) :] for t in self.samples], self.DIVERSITY_N, "word")
         shown = "".join(
-            f"<div><b>sample {i + 1}</b> (seed {self.seed + i})"
+            f"<div><b>{tr('label.sample', i=i + 1)}</b> ({tr('label.seed', seed=self.seed + i)})"
             f"<pre style='white-space:pre-wrap;margin-top:2px'>{html.escape(text)}</pre></div>"
             for i, text in enumerate(self.samples)
         )
-        self.message.value = (
-            f"<b>diversity {self.diversity:.2f}</b>: distinct-{self.DIVERSITY_N} over words, the share of distinct "
-            f"word pairs among all word pairs of the {self.num_samples} continuations (1.0: no pair repeats; "
-            f"low: the samples say the same thing).{shown}"
-        )
+        note = tr("note.diversity", score=f"{self.diversity:.2f}", n=self.DIVERSITY_N, count=self.num_samples)
+        self.message.value = note + shown
         if in_notebook():
             show_in(
                 self.plot,
