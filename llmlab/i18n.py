@@ -47,7 +47,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "num_heads={wanted} does not divide embedding_size={emb} (each head gets embedding_size / num_heads "
         "channels), so num_heads is now {chosen}. Possible: {options}.",
         "ja": "num_heads={wanted} は embedding_size={emb} を割り切れません（各ヘッドは embedding_size / num_heads "
-        "チャンネルを受け持ちます）。そこで num_heads を {chosen} にしました。選べる値: {options}。",
+        "チャネルを受け持ちます）。そこで num_heads を {chosen} にしました。選べる値: {options}。",
     },
     # widgets/live.py: the runs table
     "table.empty": {
