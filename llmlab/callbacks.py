@@ -409,7 +409,8 @@ class StuckHint(Callback):
                 f"stall) or a bigger model (embedding_size={mc.embedding_size}, depth={mc.depth})."
             )
         trainer.log(
-            f"hint: val loss has not improved for {p} evaluations (best {before:.4f}, since then {recent:.4f}); {hint}"
+            f"hint: val loss improved by less than 0.5% over the last {p} evaluations (best before {before:.4f}, "
+            f"best since {recent:.4f}); {hint}"
         )
 
 

@@ -94,9 +94,28 @@ def test_liveplot_records_curves_from_trainer_hooks() -> None:
     live.on_eval(None, EvalInfo(step=2, train_loss=3.4, val_loss=3.6, val_bpb=5.2))
     live.on_train_end(None, None)
     assert live.curves()["run"] == {"train": ([1, 2], [4.0, 3.5]), "val": ([0, 2], [4.5, 3.6])}
-    assert live.redraws == 3  # two evals + the end; steps are throttled by min_interval
+    assert live.redraws == 1  # only the end: steps and evals alike wait min_interval between charts
     fig = live.figure()
     assert "step 2, loss 3.500" in fig.axes[0].get_title()
+
+
+def test_liveplot_draws_steps_and_evals_at_most_every_min_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlab.widgets import live as live_module
+
+    clock = [100.0]
+    monkeypatch.setattr(live_module.time, "perf_counter", lambda: clock[0])
+    live = widgets.LivePlot(label="run", min_interval=2.0)
+    live.on_train_start(None)
+    drawn = []
+    for step in range(1, 11):  # one step per 0.5 s, an evaluation every 3 steps
+        clock[0] += 0.5
+        live.on_step_end(None, StepInfo(step=step, loss=1.0 / step, lr=1e-3, tokens_per_sec=1.0))
+        if step % 3 == 0:
+            live.on_eval(None, EvalInfo(step=step, train_loss=1.0, val_loss=1.0, val_bpb=1.0))
+        drawn.append(live.redraws)
+    live.on_train_end(None, None)
+    assert drawn == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]  # at 2.0 s (step 4) and 4.0 s (step 8), never sooner
+    assert live.redraws == 3 and len(live.val) == 3  # the end always draws; every eval is recorded
 
 
 def test_liveplot_updates_one_display_in_place() -> None:

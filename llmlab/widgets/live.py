@@ -85,7 +85,9 @@ class LivePlot(Callback):
         self.val.clear()
         for points in self.points.values():
             points.clear()
-        self._last_draw = 0.0
+        # The first chart comes after min_interval too: a run shorter than that is drawn once, at its end
+        # (each PNG costs ~0.1-0.3 s, more than a whole short run's steps).
+        self._last_draw = time.perf_counter()
         # ln(vocab_size): the loss of a uniform guess, the line an untrained model starts on.
         vocab = getattr(getattr(getattr(trainer, "config", None), "model", None), "vocab_size", None)
         self.baseline = math.log(vocab) if vocab else None
@@ -99,7 +101,8 @@ class LivePlot(Callback):
     def on_eval(self, trainer: Any, info: Any) -> None:
         self.val.append((self._x(info), float(info.val_loss)))
         self.points["val"].append((int(info.step), float(info.elapsed), float(info.val_loss)))
-        self.redraw()
+        if time.perf_counter() - self._last_draw >= self.min_interval:  # else it shows in the next chart
+            self.redraw()
 
     def _x(self, info: Any) -> float:
         return int(info.step) if self.x == "step" else float(info.elapsed)
