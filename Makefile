@@ -42,7 +42,7 @@ lab: $(STAMP)
 # Notebooks run in fast mode (LLMLAB_FAST=1: tiny step counts, same code path). One thread per process
 # by default: on a shared 2-core machine two-thread steps stall whenever a neighbour holds a core.
 test: lint
-	LLMLAB_FAST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests --nbmake notebooks
+	LLMLAB_FAST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q --durations=30 tests --nbmake notebooks
 
 # Unit tests without the slow ones (subprocesses, DDP, SIGKILL) and without the notebooks: for a quick check.
 test-fast: $(STAMP)
