@@ -90,6 +90,13 @@ def learner_files_fingerprint(root: Path = _REPO) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _english_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests read the package's English messages unless they ask for another language: LLMLAB_LANG set in the
+    shell (a Japanese learner's) must not change what the tests see."""
+    monkeypatch.delenv("LLMLAB_LANG", raising=False)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._llmlab_learner_files = learner_files_fingerprint()  # type: ignore[attr-defined]
 

@@ -299,6 +299,7 @@ def test_a_bad_language_or_key_is_refused_with_the_fix(monkeypatch: pytest.Monke
 
 
 def test_the_generated_language_cell_sets_a_language_llmlab_speaks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(i18n.LANG_ENV, raising=False)
+    monkeypatch.setenv(i18n.LANG_ENV, "en")  # registers the variable with monkeypatch, so teardown restores it
+    monkeypatch.delenv(i18n.LANG_ENV)  # (the cell below sets os.environ itself: it must not leak into other tests)
     exec(ja.LANG_CELL_SOURCE, {})  # what the first code cell of every Japanese notebook runs
     assert i18n.language() == "ja"

@@ -227,9 +227,9 @@ def _llmlab_imports(module: str) -> set[str]:
 @pytest.mark.parametrize(
     "module, allowed",
     [
-        ("runtime", {"llmlab.config"}),
+        ("runtime", {"llmlab.config", "llmlab.i18n"}),
         ("callbacks", {"llmlab.config", "llmlab.metrics", "llmlab.failures"}),
-        ("failures", {"llmlab.config", "llmlab.metrics"}),
+        ("failures", {"llmlab.config", "llmlab.metrics", "llmlab.i18n"}),
         (
             "checkpoint",
             {
