@@ -1,7 +1,7 @@
 """Training benchmarks: (a) step throughput at nanoGPT's CPU configuration, (b) quality per wall-clock of
 the cpu_small preset, (c) peak memory. They print figures and same-run ratios; they are not tests.
 
-    python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH] [--compile]
+    python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH] [--compile [--compile-mode M]]
     python bench/train.py quality [--preset cpu_small] [--seconds 137] [--set KEY=VALUE ...] [--nanogpt PATH]
     python bench/train.py memory [--preset seed_manual --steps 3]
 
@@ -44,8 +44,10 @@ from llmlab.train import Trainer, lr_at
 
 
 def nanogpt_cpu_config() -> Config:
-    """nanoGPT's README CPU run: char level, depth 4, 4 heads, 128 wide, block 64, batch 12, dropout 0."""
+    """nanoGPT's README CPU run: char level, depth 4, 4 heads, 128 wide, block 64, batch 12, dropout 0, and
+    nanoGPT's exact (erf) GELU, so that both sides compute the same function."""
     return get_preset("cpu_small").override(
+        activation="gelu_exact",
         depth=4,
         num_heads=4,
         embedding_size=128,
@@ -149,10 +151,14 @@ def phase_breakdown(
     return {name: statistics.median(v) for name, v in phases.items()}
 
 
-def bench_throughput(steps: int, repeats: int, nanogpt: str | None, compile: bool = False) -> None:
+def bench_throughput(
+    steps: int, repeats: int, nanogpt: str | None, compile: bool = False, compile_mode: str | None = None
+) -> None:
     data_dir = prepared("char")
     config = nanogpt_cpu_config().override(compile="true" if compile else "false")
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
+    if compile and compile_mode:  # another torch.compile mode than the Trainer's default, for this measurement
+        trainer.fwd_model = trainer.model = torch.compile(trainer.raw_model, mode=compile_mode)
     config = trainer.config  # vocab_size from the data
     if compile:  # the first step holds torch.compile's work: timed on its own, then excluded like any warm-up
         t0 = time.perf_counter()
@@ -209,7 +215,7 @@ def bench_throughput(steps: int, repeats: int, nanogpt: str | None, compile: boo
             f"fastest 10%: {best[name]:8,.0f} tokens/s"
         )
     n = len(times["llmlab"])
-    label = "llmlab (compiled)" if compile else "llmlab"
+    label = f"llmlab (compiled{', ' + compile_mode if compile_mode else ''})" if compile else "llmlab"
     for other in [name for name in times if name != "llmlab"]:
         print(
             f"{label} / {other} (same run, {n} alternating steps each): median "
@@ -343,6 +349,7 @@ def main(argv: Any = None) -> None:
     t.add_argument("--repeats", type=int, default=5)
     t.add_argument("--nanogpt", default=None, metavar="PATH", help="a nanoGPT checkout (or its model.py)")
     t.add_argument("--compile", action="store_true", help="llmlab's side with torch.compile (compile time shown)")
+    t.add_argument("--compile-mode", default=None, help="a torch.compile mode, e.g. max-autotune-no-cudagraphs")
     q = sub.add_parser("quality")
     q.add_argument("--preset", default="cpu_small")
     q.add_argument("--seconds", type=float, default=137.0)
@@ -365,6 +372,7 @@ def main(argv: Any = None) -> None:
             getattr(args, "repeats", 5),
             getattr(args, "nanogpt", None),
             getattr(args, "compile", False),
+            getattr(args, "compile_mode", None),
         )
     print(f"{load_note()} at the end")
 

@@ -19,6 +19,7 @@ better); the cost in forgetting is the plain-text val bits/byte before and after
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -58,8 +59,7 @@ def load_examples(path: str | os.PathLike | None = None, max_chars: int = 400) -
     """Examples from the embedded plays (``path=None``), or from a ``.jsonl`` file of
     ``{"speaker": ..., "context": ..., "reply": ...}`` lines (``"play"`` optional: it groups the hold-out)."""
     if path is None:
-        ds = shakespeare()
-        return dialogue_examples(dict(zip(ds["title"], ds["text"])), max_chars=max_chars)
+        return list(_embedded_examples(max_chars))
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -85,6 +85,15 @@ def load_examples(path: str | os.PathLike | None = None, max_chars: int = 400) -
             f"{p} holds {len(examples)} example(s): at least 2 are needed (one to train, one to hold out)."
         )
     return examples
+
+
+@functools.lru_cache(maxsize=4)
+def _embedded_examples(max_chars: int) -> tuple[Example, ...]:
+    # The plays never change, and parsing all of them takes seconds: a notebook that fine-tunes several times
+    # parses once (Examples are frozen, so sharing them is safe).
+    check_int("max_chars", max_chars, 1)
+    ds = shakespeare()
+    return tuple(dialogue_examples(dict(zip(ds["title"], ds["text"])), max_chars=max_chars))
 
 
 def _holdout(examples: Sequence[Example], val_plays: Sequence[str] | None) -> tuple[list[Example], list[Example]]:

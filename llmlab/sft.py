@@ -15,6 +15,7 @@ the model never saw, by characters it may never have met.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -162,11 +163,19 @@ class SFTBatches:
             self.rendered = [(ids, [False] + [True] * (len(ids) - 1)) for ids, _ in self.rendered]
         self.pad_id = tokenizer.eot_token
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.tokenizer = tokenizer
         self.drawn = 0
-        # What a score is per: the target tokens, and the UTF-8 bytes of the reply text they encode (as cut to
-        # fit the block; the closing end-of-text token has no bytes).
-        self.target_tokens = sum(sum(m[1:]) for _, m in self.rendered)
-        self.target_bytes = sum(_reply_bytes(ids, mask, tokenizer) for ids, mask in self.rendered)
+
+    # What a score is per: the target tokens, and the UTF-8 bytes of the reply text they encode (as cut to fit
+    # the block; the closing end-of-text token has no bytes). Counted when first asked for: decoding every
+    # reply takes seconds on a big training set, and only held-out scores need it.
+    @functools.cached_property
+    def target_tokens(self) -> int:
+        return sum(sum(m[1:]) for _, m in self.rendered)
+
+    @functools.cached_property
+    def target_bytes(self) -> int:
+        return sum(_reply_bytes(ids, mask, self.tokenizer) for ids, mask in self.rendered)
 
     def __len__(self) -> int:
         return len(self.rendered)

@@ -80,6 +80,25 @@ def test_bad_example_files_are_refused_clearly(tmp_path: Path) -> None:
         load_examples(bad)
 
 
+def test_embedded_plays_are_parsed_once_and_each_caller_gets_its_own_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmlab.finetune as ft
+
+    parsed = []
+    real = ft.dialogue_examples
+    monkeypatch.setattr(ft, "dialogue_examples", lambda works, max_chars: parsed.append(1) or real(works, max_chars))
+    ft._embedded_examples.cache_clear()
+    try:
+        first, second = load_examples(), load_examples()
+        assert parsed == [1]  # the second call reused the parse
+        assert first == second and first is not second
+        first.pop()
+        assert len(load_examples()) == len(second)  # a caller's edits do not reach the cache
+        load_examples(max_chars=100)
+        assert parsed == [1, 1]  # another max_chars is parsed on its own
+    finally:
+        ft._embedded_examples.cache_clear()  # later tests parse with the real function
+
+
 def test_embedded_plays_give_examples_and_hold_out_whole_plays() -> None:
     examples = load_examples()
     assert len(examples) > 10_000 and {"hamlet", "macbeth", "twelfth_night"} <= {e.play for e in examples}

@@ -74,6 +74,24 @@ def test_rmsnorm_and_relu2_and_softcap_match_formulas() -> None:
     assert raw.abs().max() > 2.0
 
 
+def test_gelu_forms_match_their_formulas_and_only_tanh_is_gpt2() -> None:
+    x = torch.randn(2, 5, 32)
+    outputs = {}
+    for activation in ("gelu", "gelu_exact"):
+        mlp = _model(activation=activation).transformer.h[0].mlp
+        h = mlp.c_fc(x)
+        if activation == "gelu":  # GPT-2's tanh approximation
+            act = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+        else:  # the exact form, x * Phi(x)
+            act = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
+        outputs[activation] = mlp(x)
+        torch.testing.assert_close(outputs[activation], mlp.c_proj(act), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(outputs["gelu"], outputs["gelu_exact"], atol=1e-7, rtol=0)  # two functions
+    assert ModelConfig(**BASE, activation="gelu_exact").gpt2_differences() == ["activation='gelu_exact'"]
+    with pytest.raises(ValueError, match="activation"):
+        ModelConfig(**BASE, activation="swish")
+
+
 def test_attention_with_qk_norm_and_rope_by_hand() -> None:
     model = _model(position="rope", qk_norm=True)
     attn = model.transformer.h[0].attn

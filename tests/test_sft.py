@@ -147,3 +147,23 @@ def test_target_bytes_count_only_the_reply_text_that_fits(tok: ChatTokenizer) ->
     assert long_reply.reply.startswith(kept) and len(kept) < len(long_reply.reply)  # cut to fit the block
     assert batches.target_bytes == len(kept.encode("utf-8"))
     assert batches.target_tokens == sum(mask[1:])
+
+
+def test_training_batches_decode_nothing_until_a_score_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decoding every reply to count its bytes took seconds per fine-tuning run on the plays; only a held-out
+    # score needs the count, so building the batches must not decode.
+    ex = [
+        Example("p", "Oph.", "Do you doubt that?", "No more but so?"),
+        Example("p", "Laer.", "No more but so?", "For Hamlet, farewell."),
+    ]
+    tok = ChatTokenizer(get_tokenizer("char", text=TEXT + "<|>AByes nowl"))  # its own: decode is patched
+    calls = []
+    decode = tok.decode
+    monkeypatch.setattr(tok, "decode", lambda ids: calls.append(1) or decode(ids))
+    batches = SFTBatches(ex, tok, block_size=40, batch_size=2)
+    batches.next()
+    assert calls == []
+    assert batches.target_bytes == len("No more but so?") + len("For Hamlet, farewell.")
+    assert len(calls) == 2
+    assert batches.target_bytes == len("No more but so?") + len("For Hamlet, farewell.")  # counted once
+    assert len(calls) == 2
