@@ -95,13 +95,16 @@ class LivePlot(Callback):
     def on_step_end(self, trainer: Any, info: Any) -> None:
         self.train.append((self._x(info), float(info.loss)))
         self.points["train"].append((int(info.step), float(info.elapsed), float(info.loss)))
-        if time.perf_counter() - self._last_draw >= self.min_interval:
-            self.redraw()
+        self._redraw_if_due()
 
     def on_eval(self, trainer: Any, info: Any) -> None:
         self.val.append((self._x(info), float(info.val_loss)))
         self.points["val"].append((int(info.step), float(info.elapsed), float(info.val_loss)))
-        if time.perf_counter() - self._last_draw >= self.min_interval:  # else it shows in the next chart
+        self._redraw_if_due()
+
+    def _redraw_if_due(self) -> None:
+        # Steps and evaluations alike: a chart at most every min_interval; what waits shows in the next one.
+        if time.perf_counter() - self._last_draw >= self.min_interval:
             self.redraw()
 
     def _x(self, info: Any) -> float:
