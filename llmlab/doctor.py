@@ -323,7 +323,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f" -> {_fmt(tr.get('train_loss_last'), '.3f')}",
             ),
         ]
-    met = {True: "met", False: "not met", None: "not measurable (unknown peak)"}[goal["met"]]
+    if goal["met"] is None:
+        met = "not measured (training failed)" if "error" in tr else "not measurable (unknown peak)"
+    else:
+        met = "met" if goal["met"] else "not met"
     rows.append(("goal", f">= {goal['mfu']:.0%} MFU ({goal['what']}): {met} on this card"))
     rows.append(("verdict", "OK" if report["ok"] else "PROBLEMS: " + "; ".join(report["problems"])))
     lines = ["# llmlab doctor report", "", f"{report['date']} · {f['platform']} · Python {f['python']}", ""]

@@ -188,7 +188,11 @@ def test_report_on_an_unknown_card_says_unknown_peak() -> None:
 def test_problems_make_the_verdict(tests: dict, training: dict, problem: str) -> None:
     report = doctor.build_report(FAKE_FACTS, tests, training)
     assert not report["ok"] and any(problem in p for p in report["problems"])
-    assert "| verdict | PROBLEMS: " in doctor.render_markdown(report)
+    md = doctor.render_markdown(report)
+    assert "| verdict | PROBLEMS: " in md
+    # A failed run says so in the goal line too (it is not the card's peak that is unknown).
+    failed = "error" in training
+    assert ("not measured (training failed)" in md) == failed and ("unknown peak" in md) is False
 
 
 # ---- the measurement, for real on a tiny CPU model --------------------------------------------------
