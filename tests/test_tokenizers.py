@@ -25,6 +25,7 @@ from llmlab.tokenizers import (
     load_gpt2_encoding,
     load_tokenizer,
     merge_pair,
+    most_frequent_pair,
     pretokenize,
     tiktoken_cache_dir,
     tokenizer_from_dict,
@@ -134,6 +135,12 @@ def test_merge_pair_and_count_pairs_by_hand():
     assert merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]  # left to right, no overlaps
     words = {(1, 2, 3): 2, (1, 2): 5}
     assert count_pairs(words) == Counter({(1, 2): 7, (2, 3): 2})
+
+
+def test_most_frequent_pair_breaks_ties_by_the_smallest_pair():
+    counts = {(3, 4): 5, (1, 9): 5, (0, 1): 2, (2, 0): 5}
+    assert most_frequent_pair(counts) == (1, 9)  # count first, then the smallest ids: training is deterministic
+    assert most_frequent_pair({(7, 7): 1}) == (7, 7)
 
 
 def test_train_bpe_equals_the_plain_merge_loop():
