@@ -2,11 +2,12 @@
 
 Notebook 03's explorer shows these numbers; the trainer can use the same estimate to refuse a batch
 that cannot fit before allocating it. A config is instantiated on the ``meta`` device, so even GPT-2
-sizes are counted instantly and without memory.
+sizes are counted without memory, and each config once (cached).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -48,10 +49,19 @@ def component_of(name: str) -> str:
 def parameters_by_component(model_or_config: GPT | ModelConfig | Config) -> dict[str, int]:
     """Parameter count per component; the counts sum to ``GPT.num_parameters()``."""
     if isinstance(model_or_config, GPT):
-        model = model_or_config
-    else:
-        with torch.device("meta"):
-            model = GPT(as_model_config(model_or_config))
+        return _count_by_component(model_or_config)
+    return dict(_counts_for_config(as_model_config(model_or_config)))
+
+
+@functools.lru_cache(maxsize=256)
+def _counts_for_config(config: ModelConfig) -> tuple[tuple[str, int], ...]:
+    # A model on the meta device has shapes and no memory; still, building one runs every module's
+    # initialiser (~60 ms), and the explorer and the Trainer's memory check ask for the same configs often.
+    with torch.device("meta"):
+        return tuple(_count_by_component(GPT(config)).items())
+
+
+def _count_by_component(model: GPT) -> dict[str, int]:
     counts = dict.fromkeys(COMPONENTS, 0)
     for name, p in model.named_parameters():  # the tied lm_head/wte matrix is yielded once
         part = component_of(name)

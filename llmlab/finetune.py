@@ -127,7 +127,10 @@ class FineTuneData:
             )
         self.train, self.val, self.tokenizer, self.block_size = list(train), list(val), tokenizer, block_size
         self.mask_prompt = mask_prompt  # training batches only: the held-out score is always the replies'.
-        probe = SFTBatches(self.val, tokenizer, block_size, 1)
+        # Each split rendered once: the Trainer asks for train batches twice (training, train loss) and val
+        # batches for every evaluation; rendering tens of thousands of examples takes about a second.
+        self._rendered: dict[str, list[tuple[list[int], list[bool]]]] = {}
+        probe = self.batches("val", 1, seed=0)
         self.meta: dict[str, Any] = {
             "vocab_size": tokenizer.vocab_size,
             "tokenizer": tokenizer.name,
@@ -148,14 +151,18 @@ class FineTuneData:
         device: str | torch.device = "cpu",
     ) -> SFTBatches:
         train = split == "train"
+        examples, key = (self.train, "train") if train else (self.val, "val")
+        if key not in self._rendered:
+            self._rendered[key] = [render(e, self.tokenizer, self.block_size + 1) for e in examples]
         return SFTBatches(
-            self.train if train else self.val,
+            examples,
             self.tokenizer,
             self.block_size,
             batch_size,
             seed=seed * world_size + rank,
             device=device,
             mask_prompt=self.mask_prompt or not train,
+            rendered=self._rendered[key],
         )
 
 
@@ -222,6 +229,22 @@ def reply(
     return tokenizer.decode([i for i in out if i < tokenizer.base.vocab_size])
 
 
+# Reply scores of base checkpoints, kept for the process: notebook 08 fine-tunes one base twice (masked and
+# whole-sequence), and scoring the held-out plays is much of a short run's time. The key holds the file's
+# size and modification time, so a checkpoint written again is scored again.
+_BASE_SCORES: dict[tuple[Any, ...], float] = {}
+
+
+def _base_score(checkpoint: str | os.PathLike, model: GPT, val: Sequence[Example], tokenizer: ChatTokenizer) -> float:
+    stat = Path(checkpoint).stat()
+    key = (str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns, tuple(val))
+    if key not in _BASE_SCORES:
+        if len(_BASE_SCORES) >= 8:
+            _BASE_SCORES.pop(next(iter(_BASE_SCORES)))  # the oldest
+        _BASE_SCORES[key] = reply_bits_per_byte(model, val, tokenizer)
+    return _BASE_SCORES[key]
+
+
 @dataclass
 class FineTuneResult:
     """What :func:`finetune` returns: the run, and the reply score before and after."""
@@ -257,7 +280,7 @@ def finetune(
     base = Config.from_dict(payload["config"]).override(vocab_size=chat.vocab_size)
     config = finetune_config(base, max_iters, max_lr, **dict(overrides or {}))
     train, val = (encodable(part, chat) for part in _holdout(load_examples(data), val_plays))
-    before = reply_bits_per_byte(model, val, chat)
+    before = _base_score(checkpoint, model, val, chat)
     trainer = Trainer(
         config,
         FineTuneData(train, val, chat, config.model.block_size, mask_prompt),

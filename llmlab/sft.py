@@ -154,11 +154,20 @@ class SFTBatches:
         seed: int = 0,
         device: str | torch.device = "cpu",
         mask_prompt: bool = True,
+        rendered: Sequence[tuple[list[int], list[bool]]] | None = None,
     ) -> None:
+        """``rendered``: the examples as :func:`render` returns them for ``block_size + 1`` tokens, when the
+        caller already has them (:class:`llmlab.finetune.FineTuneData` renders each split once)."""
         if not examples:
             raise ValueError("no fine-tuning examples: build some with dialogue_examples(...).")
         check_int("batch_size", batch_size, 1)
-        self.rendered = [render(e, tokenizer, block_size + 1) for e in examples]
+        if rendered is None:
+            rendered = [render(e, tokenizer, block_size + 1) for e in examples]
+        elif len(rendered) != len(examples):
+            raise ValueError(
+                f"rendered has {len(rendered)} entries for {len(examples)} examples: give one per example."
+            )
+        self.rendered = list(rendered)
         if not mask_prompt:  # train on the whole sequence: every token after the first is a target
             self.rendered = [(ids, [False] + [True] * (len(ids) - 1)) for ids, _ in self.rendered]
         self.pad_id = tokenizer.eot_token

@@ -51,3 +51,16 @@ def test_nothing_fits_names_the_model_size() -> None:
 def test_available_memory_on_this_machine() -> None:
     free = available_memory("cpu")
     assert free is None or free > 0
+
+
+def test_parameter_counts_of_a_config_equal_the_real_model_and_come_back_as_fresh_dicts() -> None:
+    from dataclasses import replace
+
+    from llmlab.model import GPT
+
+    for cfg in (_config(1).model, replace(_config(1).model, tie_embeddings=False)):
+        counts = parameters_by_component(cfg)
+        assert sum(counts.values()) == GPT(cfg).num_parameters()  # the meta model counts what a real one holds
+        assert counts == parameters_by_component(GPT(cfg))
+        counts["MLP"] = -1  # a caller's edit must not reach the cache
+        assert parameters_by_component(cfg)["MLP"] > 0

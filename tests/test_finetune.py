@@ -71,6 +71,55 @@ def test_fine_tune_data_meta_counts_the_replies(base_checkpoint: Path) -> None:
     assert reply_bits_per_byte(model, examples, chat) > 0
 
 
+def test_fine_tune_data_renders_each_split_once_and_batches_equal_fresh_ones(
+    base_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmlab.finetune as ft
+    from llmlab.sft import SFTBatches, render
+
+    model, tok = model_from_checkpoint(base_checkpoint)[:2]
+    model, chat = chat_model(model, tok)
+    train = [Example("p", "A.", "speech " + "ab"[i % 2] * i, "a reply" * (i % 3 + 1)) for i in range(12)]
+    val = [Example("q", "B.", "well met", "no"), Example("q", "C.", "hi", "yes indeed")]
+    calls = []
+    monkeypatch.setattr(ft, "render", lambda *a: calls.append(a[0]) or render(*a))
+    data = FineTuneData(train, val, chat, 64, mask_prompt=False)
+    batches = [data.batches(split, 4, seed=3) for split in ("train", "train", "val", "val")]
+    assert len(calls) == len(train) + len(val)  # once per example, though four batch streams were made
+    for got, split, mask in zip(batches, ("train", "train", "val", "val"), (False, False, True, True)):
+        fresh = SFTBatches(train if split == "train" else val, chat, 64, 4, seed=3, mask_prompt=mask)
+        for (x1, y1), (x2, y2) in zip(got.eval_batches(3), fresh.eval_batches(3)):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)  # the unmasked train stream too
+    with pytest.raises(ValueError, match="rendered has 1 entries for 2 examples"):
+        SFTBatches(val, chat, 64, 1, rendered=[render(val[0], chat, 65)])
+
+
+def test_a_base_checkpoint_is_scored_once_until_it_changes(
+    base_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import llmlab.finetune as ft
+
+    scored = []
+    real = ft.reply_bits_per_byte
+    monkeypatch.setattr(ft, "reply_bits_per_byte", lambda m, ex, t, **k: scored.append(len(ex)) or real(m, ex, t, **k))
+    monkeypatch.setattr(ft, "_BASE_SCORES", {})
+    base = tmp_path / "base.bin"
+    shutil.copy(base_checkpoint, base)
+    settings = dict(data=_examples_file(tmp_path), max_iters=2, overrides={"eval_interval": 2, "batch_size": 2})
+    first = finetune(base, tmp_path / "a", **settings)
+    second = finetune(base, tmp_path / "b", mask_prompt=False, **settings)
+    assert first.reply_bpb_before == second.reply_bpb_before
+    assert scored == [3, 3, 3]  # the base once, then each fine-tuned model
+    model, _, payload = model_from_checkpoint(base)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(2.0)  # a different base, written to the same path
+    torch.save({**payload, "model": model.state_dict()}, base)
+    third = finetune(base, tmp_path / "c", **settings)
+    assert scored == [3, 3, 3, 3, 3] and third.reply_bpb_before != first.reply_bpb_before
+
+
 def test_bad_example_files_are_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="speaker/context/reply"):
         load_examples(tmp_path / "none.jsonl")
