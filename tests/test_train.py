@@ -571,19 +571,14 @@ def test_cuda_modern_options_train_compile_resume_and_cache(
 
     for compile_flag in ("false", "true"):
         out = tmp_path / compile_flag
-        cfg = tiny_config(**MODERN, device="cuda", dtype="auto", compile=compile_flag, max_iters=20)
-        trainer = Trainer(cfg, char_data, out)
+        on_gpu = dict(**MODERN, device="cuda", dtype="auto", compile=compile_flag)
+        trainer = Trainer(tiny_config(**on_gpu, max_iters=20), char_data, out)
         assert trainer.dtype in (torch.bfloat16, torch.float16)
         assert isinstance(trainer.optimizer, MuonWithAdamW)
         result = trainer.fit()
         assert all(math.isfinite(s.loss) for s in result.steps)
         assert result.evals[-1].val_loss < result.evals[0].val_loss
-        resumed = Trainer(
-            tiny_config(**MODERN, device="cuda", dtype="auto", compile=compile_flag, max_iters=30),
-            char_data,
-            out,
-            resume=True,
-        ).fit()
+        resumed = Trainer(tiny_config(**on_gpu, max_iters=30), char_data, out, resume=True).fit()
         assert resumed.final_step == 30 and [s.step for s in resumed.steps][:20] == list(range(1, 21))
 
         model, _, _ = model_from_checkpoint(out / "last_checkpoint.bin", device="cuda")
