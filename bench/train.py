@@ -2,7 +2,8 @@
 the cpu_small preset, (c) peak memory. They print figures and same-run ratios; they are not tests.
 
     python bench/train.py throughput [--steps 30 --repeats 5] [--nanogpt PATH] [--compile [--compile-mode M]]
-    python bench/train.py quality [--preset cpu_small] [--seconds 137] [--set KEY=VALUE ...] [--nanogpt PATH]
+    python bench/train.py quality [--preset cpu_small] [--seconds 137 | --steps N] [--set KEY=VALUE ...]
+                                  [--nanogpt PATH]
     python bench/train.py memory [--preset seed_manual --steps 3]
 
 (a) compares llmlab's training step (``Trainer.train_step``: the code path `llmlab train` runs) with a
@@ -14,7 +15,9 @@ the machine's peak FLOP/s (e.g. ``LLMLAB_PEAK_FLOPS=135e9``).
 (b) trains cpu_small for a fixed wall-clock budget on the embedded corpus prepared with split="tail" (the
 last 10% of the joined text held out, as nanoGPT's Shakespeare set) and reports val bits per byte, also
 exactly over every val token. With ``--nanogpt PATH`` nanoGPT's model is then trained for the same
-seconds on the same batches with the same schedule, and scored the same way.
+seconds on the same batches with the same schedule, and scored the same way. ``--steps N`` trains a fixed
+number of steps instead (the schedule over steps): for settings that do not change a step's cost, such as a
+learning rate, it compares them without the machine's speed of the moment in the way.
 (c) peak RSS of a few training steps (resource.getrusage, so run each preset in its own process).
 """
 
@@ -187,6 +190,13 @@ def bench_throughput(
         ("plain eager", lambda: eager_step(plain, opt, plain_batches, tc.max_lr, tc.grad_clip)),
         ("llmlab", lambda: float(trainer.train_step(tc.max_lr))),
     ]
+    if compile and not compile_mode:
+        # The same Trainer step compiled with torch.compile's defaults (inductor's Python wrapper), to show
+        # what runtime.compile_model's C++ wrapper on the CPU is worth, in this run.
+        py_wrapper = Trainer(config, data_dir, scratch_dir(), callbacks=())
+        py_wrapper.fwd_model = py_wrapper.model = torch.compile(py_wrapper.raw_model)
+        py_wrapper.train_step(tc.max_lr)  # its compile, outside the timing
+        sides.append(("llmlab, Python wrapper", lambda: float(py_wrapper.train_step(tc.max_lr))))
     if nanogpt:
         torch.manual_seed(tc.seed)
         ng_model, ng_opt = nanogpt_model(nanogpt, config)
@@ -211,7 +221,7 @@ def bench_throughput(
     for name in times:
         mfu = f", {100 * med[name] * flops_per_token / peak:4.1f}% of {peak / 1e9:.0f} GFLOP/s" if peak else ""
         print(
-            f"{name:12s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step{mfu}); "
+            f"{name:22s} median {med[name]:8,.0f} tokens/s ({tokens / med[name] * 1e3:5.1f} ms/step{mfu}); "
             f"fastest 10%: {best[name]:8,.0f} tokens/s"
         )
     n = len(times["llmlab"])
@@ -232,11 +242,19 @@ def bench_throughput(
 
 
 def bench_quality(
-    seconds: float, tokenizer: str | None, overrides: list[str], nanogpt: str | None, preset: str = "cpu_small"
+    seconds: float,
+    tokenizer: str | None,
+    overrides: list[str],
+    nanogpt: str | None,
+    preset: str = "cpu_small",
+    steps: int | None = None,
 ) -> None:
     from llmlab.cli import parse_overrides
 
-    config = get_preset(preset).override(max_seconds=seconds).override(parse_overrides(overrides))
+    if steps is not None and nanogpt:
+        raise SystemExit("--steps and --nanogpt: nanoGPT is compared at equal seconds; drop --steps.")
+    budget = dict(max_seconds=0.0, max_iters=steps) if steps is not None else dict(max_seconds=seconds)
+    config = get_preset(preset).override(**budget).override(parse_overrides(overrides))
     tok = tokenizer or config.train.tokenizer
     config = config.override(tokenizer=tok)
     data_dir = prepared(tok)
@@ -353,6 +371,7 @@ def main(argv: Any = None) -> None:
     q = sub.add_parser("quality")
     q.add_argument("--preset", default="cpu_small")
     q.add_argument("--seconds", type=float, default=137.0)
+    q.add_argument("--steps", type=int, default=None, help="train this many steps instead of --seconds")
     q.add_argument("--tokenizer", default=None)
     q.add_argument("--set", dest="overrides", action="append", default=[])
     q.add_argument("--nanogpt", default=None, metavar="PATH", help="a nanoGPT checkout (or its model.py)")
@@ -363,7 +382,7 @@ def main(argv: Any = None) -> None:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load_note()} at start")
     if args.what == "quality":
-        bench_quality(args.seconds, args.tokenizer, args.overrides, args.nanogpt, args.preset)
+        bench_quality(args.seconds, args.tokenizer, args.overrides, args.nanogpt, args.preset, args.steps)
     elif args.what == "memory":
         bench_memory(args.preset, args.steps, args.batch_size)
     else:  # default (make bench): the throughput comparison, short

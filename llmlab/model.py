@@ -318,6 +318,7 @@ class GPT(nn.Module):
         device_type: str = "cpu",
         optimizer: str = "adamw",
         muon_lr: float = 0.02,
+        embedding_lr_scale: float = 1.0,
     ) -> torch.optim.Optimizer | MuonWithAdamW:
         """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases or norm gains.
 
@@ -328,17 +329,31 @@ class GPT(nn.Module):
         update orthogonalised by Newton-Schulz, so every direction of a matrix moves at the same rate;
         Jordan et al., 2024) at ``muon_lr``; embeddings, the output head and all 1-D gains stay on AdamW,
         as in modded-nanogpt. Each param group carries ``lr_scale`` (its lr / ``lr``) for the schedule.
+        ``embedding_lr_scale`` other than 1 puts the embedding tables (token and position; a tied head with the
+        token table) in a group of their own at ``lr * embedding_lr_scale``.
         """
         params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         check_choice("optimizer", optimizer, ("adamw", "muon"))
         hidden = [p for n, p in params if optimizer == "muon" and p.dim() == 2 and n.startswith("transformer.h.")]
         hidden_ids = {id(p) for p in hidden}
         rest = [(n, p) for n, p in params if id(p) not in hidden_ids]
+        tables = set()  # the embedding tables, when they get a rate of their own
+        if embedding_lr_scale != 1:
+            tables = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
         groups = [
-            {"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": 1.0},
+            {
+                "params": [p for _, p in rest if p.dim() >= 2 and id(p) not in tables],
+                "weight_decay": weight_decay,
+                "lr_scale": 1.0,
+            },
             {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
         ]
+        if tables:
+            embeddings = [p for _, p in rest if id(p) in tables]
+            groups.append({"params": embeddings, "weight_decay": weight_decay, "lr_scale": embedding_lr_scale})
         adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "cpu"))
+        for group in adamw.param_groups:  # the rate at step 0, before the schedule sets it
+            group["lr"] = lr * group["lr_scale"]
         if not hidden:
             return adamw
         muon = Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr, weight_decay=weight_decay)

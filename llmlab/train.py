@@ -200,7 +200,13 @@ class Trainer:
         if self.dist.rank:
             torch.manual_seed(tc.seed + self.dist.rank)
         self.optimizer = self.raw_model.configure_optimizer(
-            tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), self.device.type, tc.optimizer, tc.muon_lr
+            tc.weight_decay,
+            tc.max_lr,
+            (tc.beta1, tc.beta2),
+            self.device.type,
+            tc.optimizer,
+            tc.muon_lr,
+            tc.embedding_lr_scale,
         )
         self.scaler = runtime.grad_scaler_for(self.device, self.dtype)  # float16 only
         self.autocast = runtime.autocast_for(self.device, self.dtype)
@@ -219,7 +225,9 @@ class Trainer:
         )
 
         self.compiled = self.plan.compile
-        self.fwd_model: torch.nn.Module = torch.compile(self.raw_model) if self.compiled else self.raw_model
+        self.fwd_model: torch.nn.Module = self.raw_model
+        if self.compiled:
+            self.fwd_model = runtime.compile_model(self.raw_model, self.device)
         self.model: torch.nn.Module = self.fwd_model
         if self.dist.enabled:
             self.model = runtime.wrap_ddp(self.fwd_model, self.device)

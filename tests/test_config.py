@@ -64,6 +64,7 @@ def test_bad_model_values_name_the_field(kwargs: dict, field: str) -> None:
         ({"tokenizer": "words"}, "tokenizer"),
         ({"device": "tpu"}, "device"),
         ({"beta2": 1.0}, "beta2"),
+        ({"embedding_lr_scale": 0.0}, "embedding_lr_scale"),
     ],
 )
 def test_bad_train_values_name_the_field(kwargs: dict, field: str) -> None:

@@ -127,7 +127,14 @@ def test_zero_init_starts_at_the_uniform_loss_and_still_learns() -> None:
     assert model.lm_head.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("options", [MODERN, dict(position="rope"), dict(qk_norm=True, norm="rmsnorm")])
+@pytest.mark.parametrize(
+    "options",
+    [
+        MODERN,
+        dict(position="rope"),
+        dict(qk_norm=True, norm="rmsnorm"),
+    ],
+)
 def test_kv_cache_generation_equals_full_recompute(options: dict) -> None:
     model = _model(**options)
     with torch.no_grad():  # zero-init weights would make every token equally likely: give them values
@@ -225,3 +232,31 @@ def test_newton_schulz_pushes_singular_values_towards_one() -> None:
     assert s.min() > 0.5 and s.max() < 1.3  # Keller's quintic: roughly Uniform(0.5, 1.5), not exactly 1
     with pytest.raises(ValueError, match="2-D weight matrices only"):
         Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+def test_embedding_lr_scale_gives_the_tables_their_own_rate() -> None:
+    model = _model(tie_embeddings=False)
+    ref = _model(tie_embeddings=False)
+    ref.load_state_dict(model.state_dict())
+    assert len(model.configure_optimizer(0.1, 1e-3).param_groups) == 2  # scale 1: the groups of old checkpoints
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu", embedding_lr_scale=10.0)
+    tables = {"transformer.wte.weight", "transformer.wpe.weight"}
+    in_group = [{n for n, p in model.named_parameters() if any(p is q for q in g["params"])} for g in opt.param_groups]
+    assert in_group[2] == tables and opt.param_groups[2]["lr_scale"] == 10.0
+    # Reference: torch's AdamW with the tables at 10x the rate, everything else as before.
+    named = list(ref.named_parameters())
+    ref_opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if p.dim() >= 2 and n not in tables], "weight_decay": 0.1},
+            {"params": [p for n, p in named if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for n, p in named if n in tables], "weight_decay": 0.1, "lr": 1e-2},
+        ],
+        lr=1e-3,
+        betas=(0.9, 0.95),
+    )
+    idx = torch.randint(0, 40, (4, 16))
+    for m, o in ((model, opt), (ref, ref_opt)):
+        m(idx, idx)[1].backward()
+        o.step()
+    for (n, a), b in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=n)

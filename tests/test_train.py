@@ -112,6 +112,22 @@ def test_compile_flag_wraps_model_and_checkpoints_stay_plain(
     assert not Trainer(tiny_config(compile="auto"), char_data, tmp_path / "o2").compiled  # CPU default: off
 
 
+def test_compiled_cpu_steps_equal_eager_steps(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
+    # compile=true on a CPU really compiles (inductor with its C++ wrapper, runtime.compile_model) and trains
+    # the same model: the same losses and weights as eager, step for step, with the modern options on too.
+    from llmlab.config import modern_settings
+
+    settings = {**modern_settings(), "max_iters": 3}
+    eager = Trainer(tiny_config(**settings), char_data, tmp_path / "eager")
+    compiled = Trainer(tiny_config(**settings, compile="true"), char_data, tmp_path / "compiled")
+    assert compiled.compiled and compiled.model is not compiled.raw_model
+    for _ in range(3):
+        a, b = eager.train_step(1e-3), compiled.train_step(1e-3)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(eager.raw_model.named_parameters(), compiled.raw_model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_cpu_threads_setting(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:
@@ -507,6 +523,7 @@ MODERN = dict(
     logit_softcap=15.0,
     optimizer="muon",
     muon_lr=0.02,
+    embedding_lr_scale=10.0,
 )
 
 
@@ -543,7 +560,8 @@ def test_muon_groups_follow_the_schedule_at_their_own_rate(
     trainer = Trainer(tiny_config(**MODERN, max_iters=4), char_data, tmp_path / "out")
     trainer.train_step(1e-3)
     lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups})
-    assert lrs == pytest.approx([1e-3, 1e-3 * 0.02 / 3e-3])  # muon_lr / max_lr = 0.02 / 3e-3 of the schedule
+    # AdamW at the schedule's rate, the embeddings at 10x, Muon at muon_lr / max_lr = 0.02 / 3e-3 of it
+    assert lrs == pytest.approx([1e-3, 1e-3 * 0.02 / 3e-3, 1e-2])
 
 
 @pytest.mark.cuda
