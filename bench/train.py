@@ -47,10 +47,12 @@ from llmlab.train import Trainer, lr_at
 
 
 def nanogpt_cpu_config() -> Config:
-    """nanoGPT's README CPU run: char level, depth 4, 4 heads, 128 wide, block 64, batch 12, dropout 0, and
-    nanoGPT's exact (erf) GELU, so that both sides compute the same function."""
+    """nanoGPT's README CPU run: char level, depth 4, 4 heads, 128 wide, block 64, batch 12, dropout 0, no
+    biases (``bias = False``, the default of nanoGPT's train.py, which that run keeps), and nanoGPT's exact (erf)
+    GELU, so that both sides compute the same function."""
     return get_preset("cpu_small").override(
         activation="gelu_exact",
+        bias=False,
         depth=4,
         num_heads=4,
         embedding_size=128,
