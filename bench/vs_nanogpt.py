@@ -2,6 +2,8 @@
 
     python bench/vs_nanogpt.py --nanogpt PATH [--iters 2500] [--presets cpu_small cpu_modern] [--seeds 1]
 
+A preset may carry settings to compare variants in the same invocation: ``cpu_modern:eval_iters=10,max_lr=5e-3``.
+
 PATH is a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT); its files are used unmodified.
 The bench:
 
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/train.py)
 
+from llmlab.cli import parse_overrides  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.corpus import shakespeare_text  # noqa: E402
 from llmlab.train import Trainer  # noqa: E402
@@ -126,8 +129,11 @@ def run_nanogpt(nanogpt: Path, iters: int) -> tuple[float, float, int]:
 
 
 def run_llmlab(preset: str, seconds: float, seed: int) -> tuple[float, int, float]:
-    """Train a preset for ``seconds`` on the tail split; return (whole-val bits/byte, steps, seconds)."""
-    config = get_preset(preset).override(max_seconds=seconds, seed=seed)
+    """Train a preset (``name`` or ``name:key=value,...``) for ``seconds`` on the tail split; return
+    (whole-val bits/byte, steps, seconds)."""
+    name, _, settings = preset.partition(":")
+    overrides = parse_overrides(settings.split(",")) if settings else {}
+    config = get_preset(name).override(overrides).override(max_seconds=seconds, seed=seed)
     data_dir = prepared(config.train.tokenizer, "tail")
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=(), cpu_threads=torch.get_num_threads())
     result = trainer.fit()

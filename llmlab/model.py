@@ -32,10 +32,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmlab.config import Config, ModelConfig
+from llmlab.head_loss import linear_cross_entropy
 from llmlab.model_parts import KVCache, Rotary, as_model_config
 from llmlab.muon import Muon, MuonWithAdamW
 from llmlab.sampling import sample_next
 from llmlab.validate import check_choice, check_int, check_number
+
+CHUNKED_LOSS = True
+CHUNKED_LOSS_MIN_VOCAB = 512
 
 __all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache", "as_model_config"]
 
@@ -250,23 +254,45 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        *,
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``idx`` (B, T) long -> ``(logits (B, T, V), loss)``.
 
         ``loss`` is the mean cross-entropy against ``targets`` (B, T) (entries equal to -1 are ignored),
         or ``None`` without targets. ``kv_cache`` continues a sequence whose first positions are cached.
+        ``return_logits=False`` (the trainer's choice: it needs only the loss) returns ``(None, loss)`` and lets
+        the CPU compute the loss without the (B, T, V) logits (:mod:`llmlab.head_loss`).
         """
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)} "
+                "(targets are idx shifted left by one token)."
+            )
         x = self.hidden_states(idx, kv_cache)  # (B, T, C)
+        if targets is not None and not return_logits and self._chunked_loss_applies(x):
+            loss = linear_cross_entropy(
+                x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap
+            )
+            return None, loss
         logits = self.logits(x)  # (B, T, V)
         loss = None
         if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(
-                    f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)} "
-                    "(targets are idx shifted left by one token)."
-                )
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return (logits if return_logits else None), loss
+
+    def _chunked_loss_applies(self, x: torch.Tensor) -> bool:
+        """Whether :func:`~llmlab.head_loss.linear_cross_entropy` computes the loss here: float32 on the CPU,
+        outside torch.compile (which fuses the plain form itself; so do GPUs), for a vocabulary large enough
+        that the (N, V) logits outgrow the caches (at nanoGPT's 65 characters the plain form is faster)."""
+        return (
+            CHUNKED_LOSS
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and self.config.vocab_size >= CHUNKED_LOSS_MIN_VOCAB
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Bookkeeping for training

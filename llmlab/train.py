@@ -356,7 +356,7 @@ class Trainer:
             sync = self.model.no_sync() if (self.dist.enabled and not last) else contextlib.nullcontext()
             with sync:
                 with self.autocast:
-                    _, loss = self.model(x, y)  # logits (B, T, V) unused; loss ()
+                    _, loss = self.model(x, y, return_logits=False)  # loss (); no (B, T, V) logits needed
                 scaled = loss / accum
                 if self.scaler is not None:
                     scaled = self.scaler.scale(scaled)
@@ -392,7 +392,7 @@ class Trainer:
                 total = torch.zeros((), device=self.device)
                 for x, y in self._eval_batches[key].eval_batches(tc.eval_iters):  # (B, T), (B, T)
                     with self.autocast:
-                        _, loss = self.fwd_model(x, y)
+                        _, loss = self.fwd_model(x, y, return_logits=False)
                     total += loss.float()
                 means.append(float(runtime.all_reduce_mean(total / tc.eval_iters, self.dist)))
         finally:

@@ -29,6 +29,7 @@ FLOORS = {
     "tokenizers": 2,
     "sampling": 2,
     "muon": 2,
+    "head_loss": 2,
     "model_parts": 2,
     "model": 3,
     "checkpoint_state": 3,
