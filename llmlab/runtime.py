@@ -19,8 +19,10 @@ Imports only torch and the standard library.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
+import platform
 import re
 import signal
 import sys
@@ -34,6 +36,7 @@ import torch
 from llmlab.i18n import tr
 
 __all__ = [
+    "tune_cpu_allocator",
     "OutOfMemoryError",
     "select_device",
     "explain_device",
@@ -128,6 +131,40 @@ def set_cpu_threads(threads: int | str, device: torch.device) -> None:
         raise ValueError(f"cpu_threads={threads!r} is not valid: use 'auto' or a whole number >= 1.")
     if device.type == "cpu":
         torch.set_num_threads(threads)
+
+
+# glibc's malloc gives each block above a threshold (128 KB at first, adjusted as blocks are freed) its own
+# fresh pages from the kernel and returns free memory at the heap's top beyond a trim threshold. A CPU
+# training step allocates and frees many activation tensors of 0.1-10 MB, so with those defaults every step
+# faults in thousands of fresh 4 KB pages: 6,600-9,000 per cpu_modern step here, 25-43 ms of system time.
+# Raising both thresholds keeps the freed memory in the process for the next step: 40-260 faults and 2-3 ms
+# per step. The wall-clock gain is smaller than this machine's noise (0.94-1.24x per pair of processes,
+# `python bench/allocator.py`; README "Performance").
+MALLOC_MMAP_THRESHOLD = 64 << 20  # blocks up to 64 MB come from the heap and are reused
+MALLOC_TRIM_THRESHOLD = 256 << 20  # keep up to 256 MB of freed memory instead of handing it back each step
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_allocator_tuned: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Raise glibc malloc's mmap and trim thresholds for this process, once; True where that was done.
+
+    A no-op (False) off Linux or with another C library. Process-wide: the memory a step frees stays
+    reserved for the next one (at most ``MALLOC_TRIM_THRESHOLD`` beyond what is in use).
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                _allocator_tuned = bool(
+                    libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+                )
+            except (OSError, AttributeError):
+                pass
+    return _allocator_tuned
 
 
 # --------------------------------------------------------------------------------------------------

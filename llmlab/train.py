@@ -234,6 +234,8 @@ class Trainer:
 
         self._threads_before = torch.get_num_threads()  # fit() puts it back: a notebook's other work keeps it
         runtime.set_cpu_threads(cpu_threads, self.device)
+        if self.device.type == "cpu":
+            runtime.tune_cpu_allocator()  # fewer page faults per step (runtime.py says why)
         # The caller's callbacks, then the opt-in helpers the keyword arguments ask for (unless given already).
         self.callbacks = list(callbacks)
         if cpu_threads == "auto" and self.device.type == "cpu" and self._threads_before > 1:
