@@ -356,9 +356,7 @@ def _preset_cpu_modern() -> Config:
     # the run against nanoGPT. eval_iters 20 -> 10: each evaluation (train and val, at steps 0, 250, 500 and the
     # end) took ~3.3 s of the budget; in one run against nanoGPT (two seeds) the preset made 649 / 643 steps
     # instead of 589 / 651 and reached 2.130 / 2.135 bits/byte instead of 2.146 / 2.135.
-    return _preset_cpu_small().override(
-        **modern_settings(), max_lr=6e-3, min_lr=6e-4, weight_decay=0.0, eval_iters=10
-    )
+    return _preset_cpu_small().override(**modern_settings(), max_lr=6e-3, min_lr=6e-4, weight_decay=0.0, eval_iters=10)
 
 
 def _preset_seed_manual() -> Config:
