@@ -336,6 +336,10 @@ def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
         config = config.override(batch_size=batch_size)
     data_dir = prepared(config.train.tokenizer)
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
+    if os.environ.get("LLMLAB_PLAIN_LOSS") == "1":  # the (B, T, V) logits as before llmlab.head_loss, to compare
+        import llmlab.model
+
+        llmlab.model.CHUNKED_LOSS = False
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(config.train.max_lr)

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import llmlab.model as model_module
 from llmlab.config import ModelConfig
 from llmlab.head_loss import linear_cross_entropy, reference_linear_cross_entropy
 from llmlab.model import GPT
@@ -85,18 +84,19 @@ def test_bad_shapes_are_refused() -> None:
     [
         dict(),  # GPT-2: tied head, no cap
         dict(position="rope", norm="rmsnorm", qk_norm=True, tie_embeddings=False, zero_init=False, logit_softcap=15.0),
+        dict(logit_softcap=5.0),  # a cap on GPT-2's tied head
     ],
 )
 def test_gpt_loss_without_logits_equals_the_plain_loss(options: dict) -> None:
-    # The trainer's call, model(x, y, return_logits=False), takes the chunked path on the CPU for a vocabulary of
-    # 512 or more; it must give the plain path's loss and the same gradient for every parameter.
-    vocab = model_module.CHUNKED_LOSS_MIN_VOCAB
+    # The trainer's call, model(x, y, return_logits=False), takes the chunked path on the CPU with a soft-cap; it
+    # must give the plain path's loss and the same gradient for every parameter. Without a cap: the plain path.
+    vocab = 300
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=vocab, block_size=16, embedding_size=32, num_heads=4, depth=2, **options))
     idx = torch.randint(0, vocab, (3, 16))
     targets = torch.randint(0, vocab, (3, 16))
     targets[0, :4] = -1
-    assert model._chunked_loss_applies(model.hidden_states(idx))
+    assert model._chunked_loss_applies(model.hidden_states(idx)) == bool(options)
 
     logits, loss = model(idx, targets)  # the plain path
     assert logits is not None and logits.shape == (3, 16, vocab)
@@ -110,13 +110,17 @@ def test_gpt_loss_without_logits_equals_the_plain_loss(options: dict) -> None:
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_small_vocabularies_and_autocast_keep_the_plain_path() -> None:
+def test_which_models_take_the_chunked_path() -> None:
+    # Only with a soft-cap (cpu_modern), in float32 on the CPU: never under autocast or in float64.
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=65, block_size=8, embedding_size=16, num_heads=2, depth=1))
-    assert not model._chunked_loss_applies(model.hidden_states(torch.zeros(1, 4, dtype=torch.long)))
-    big = GPT(ModelConfig(vocab_size=600, block_size=8, embedding_size=16, num_heads=2, depth=1))
-    h = big.hidden_states(torch.zeros(1, 4, dtype=torch.long))
-    assert big._chunked_loss_applies(h)
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    small = dict(block_size=8, embedding_size=16, num_heads=2, depth=1)
+    for vocab in (65, 1024, 50257):
+        model = GPT(ModelConfig(vocab_size=vocab, **small))
+        assert not model._chunked_loss_applies(model.hidden_states(idx))
+    capped = GPT(ModelConfig(vocab_size=65, logit_softcap=15.0, **small))
+    h = capped.hidden_states(idx)
+    assert capped._chunked_loss_applies(h)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not big._chunked_loss_applies(h)
-    assert not big._chunked_loss_applies(h.double())
+        assert not capped._chunked_loss_applies(h)
+    assert not capped._chunked_loss_applies(h.double())
