@@ -305,10 +305,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(_interrupted_line(stop, args, data_dir), file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130
     if trainer.dist.is_main:
+        # Throughput is measured between log lines; a run shorter than log_interval has none to report.
+        speed = (
+            f"{result.tokens_per_sec:,.0f} tokens/s"
+            if result.tokens_per_sec > 0
+            else f"tokens/s not measured (fewer steps than log_interval={trainer.config.train.log_interval})"
+        )
         print(
             f"done: {result.final_step} steps in {result.seconds:.0f} s ({result.stop_reason}), "
-            f"best val {result.best_val_loss:.4f} nats/token = {result.best_val_bpb:.3f} bits/byte, "
-            f"{result.tokens_per_sec:,.0f} tokens/s."
+            f"best val {result.best_val_loss:.4f} nats/token = {result.best_val_bpb:.3f} bits/byte, {speed}."
         )
         if result.best_checkpoint:
             print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,30 @@ def test_resume_extends_a_run(char_data: Path, tmp_path: Path, capsys: pytest.Ca
     )
     assert "done: 18 steps" in capsys.readouterr().out
     assert torch.load(out / "last_checkpoint.bin")["iter"] == 18
+
+
+def test_a_run_shorter_than_log_interval_does_not_claim_0_tokens_per_s(
+    char_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--data",
+        str(char_data),
+        "--out",
+        str(out),
+        *TINY,
+        "--set",
+        "max_iters=3",
+        "--set",
+        "log_interval=10",
+    ]
+    assert main(args) == 0
+    done = capsys.readouterr().out
+    assert "done: 3 steps" in done and "tokens/s not measured (fewer steps than log_interval=10)" in done
+    assert " 0 tokens/s" not in done
+    assert main([*args[:-4], "--set", "max_iters=4", "--set", "log_interval=2", "--overwrite"]) == 0
+    assert re.search(r"bits/byte, [\d,]+ tokens/s\.", capsys.readouterr().out)  # measured: a number
 
 
 def test_resume_reads_the_checkpoint_once(
