@@ -71,6 +71,7 @@ ARCH_FIELDS = (
     "activation",
     "tie_embeddings",
     "logit_softcap",
+    "vocab_multiple",
 )
 
 

@@ -64,6 +64,12 @@ class ModelConfig:
     - ``tie_embeddings``: one matrix for token embedding and output head (GPT-2), or two
     - ``zero_init``: output projections (and an untied head) start at zero, so each block starts as identity
     - ``logit_softcap``: 0 (off) or c, logits become ``c * tanh(logits / c)``
+
+    ``vocab_multiple`` pads the token table and the output layer to a multiple of it (``padded_vocab_size``):
+    GPUs often multiply matrices faster when their sizes are multiples of 64, and GPT-2's 50,257 is odd (nanoGPT
+    pads to 50,304). The padding is invisible: the rows are never read, logits keep ``vocab_size`` columns, and
+    the export drops them. Measure before using it: on an H200 with torch 2.11 it made ``gpt2_124m`` 1-2%
+    slower (``bench/gpu_mfu.py``; docs/gpu.md), so no preset sets it.
     """
 
     vocab_size: int = 50257
@@ -80,9 +86,16 @@ class ModelConfig:
     tie_embeddings: bool = True
     zero_init: bool = False
     logit_softcap: float = 0.0
+    vocab_multiple: int = 1
 
     def __post_init__(self) -> None:
         _positive_int(self, "vocab_size", "block_size", "embedding_size", "num_heads", "depth")
+        check_int(
+            "vocab_multiple",
+            self.vocab_multiple,
+            1,
+            "vocab_multiple must be a whole number >= 1: 1 (no padding) or 64.",
+        )
         if self.embedding_size % self.num_heads != 0:
             divisors = [h for h in range(1, min(self.embedding_size, 64) + 1) if self.embedding_size % h == 0]
             _fail(
@@ -135,6 +148,11 @@ class ModelConfig:
     def head_size(self) -> int:
         """Channels per attention head."""
         return self.embedding_size // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token table and the output layer: ``vocab_size`` rounded up to ``vocab_multiple``."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 
 @dataclass(frozen=True)
@@ -379,6 +397,7 @@ def _preset_seed_manual() -> Config:
 def _preset_gpt2_124m() -> Config:
     # GPT-2 small as in the GPT-2 paper / nanoGPT's OpenWebText run (about 0.5M tokens per step).
     return Config(
+        # vocab_multiple stays 1: padding 50,257 -> 50,304 rows measured 1-2% slower on an H200 (docs/gpu.md).
         model=ModelConfig(vocab_size=50257, block_size=1024, embedding_size=768, num_heads=12, depth=12, dropout=0.0),
         train=TrainConfig(
             batch_size=12,

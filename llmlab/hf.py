@@ -158,6 +158,8 @@ def to_hf(gpt: GPT, attn_implementation: str | None = None) -> transformers.GPT2
             value = source[name].detach().to(device="cpu", dtype=param.dtype)
             if _is_conv1d_weight(name):
                 value = value.t()
+            if name == "transformer.wte.weight":
+                value = value[: cfg.vocab_size]  # without the padding rows of vocab_multiple
             param.copy_(value)
     hf_model.tie_weights()
     return hf_model.eval()

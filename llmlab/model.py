@@ -172,7 +172,7 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.embedding_size),  # token id -> vector
+                wte=nn.Embedding(config.padded_vocab_size, config.embedding_size),  # token id -> vector
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config, use_sdpa=use_sdpa) for _ in range(config.depth)]),
                 ln_f=make_norm(config),
@@ -180,7 +180,8 @@ class GPT(nn.Module):
         )
         if config.position == "learned":  # rotary embeddings need no table: attention rotates q and k
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.embedding_size)  # position -> vector
-        self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        # padded_vocab_size >= vocab_size rows (ModelConfig.vocab_multiple); logits() drops the padding.
+        self.lm_head = nn.Linear(config.embedding_size, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
             # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
@@ -248,7 +249,11 @@ class GPT(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., C) -> logits (..., V), soft-capped when ``logit_softcap`` is set."""
-        logits = self.lm_head(x)
+        logits = self.lm_head(x)  # (..., padded V)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            # The padding rows exist only to make the matrix product fast: they are no tokens, never sampled
+            # and never in the softmax (a view; compiled, the slice fuses into the loss).
+            logits = logits[..., : self.config.vocab_size]
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 
@@ -274,8 +279,9 @@ class GPT(nn.Module):
             )
         x = self.hidden_states(idx, kv_cache)  # (B, T, C)
         if targets is not None and not return_logits and self._chunked_loss_applies(x):
+            weight = self.lm_head.weight[: self.config.vocab_size]  # (V, C) without the padding rows
             loss = linear_cross_entropy(
-                x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap
+                x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), self.config.logit_softcap
             )
             return None, loss
         logits = self.logits(x)  # (B, T, V)
@@ -311,21 +317,24 @@ class GPT(nn.Module):
         check_int("vocab_size", vocab_size, old, f"the vocabulary can only grow: use vocab_size >= {old}.")
         if vocab_size == old:
             return
-        weight = self.transformer.wte.weight  # (V, C)
-        grown = nn.Embedding(vocab_size, weight.size(1), device=weight.device, dtype=weight.dtype)
+        new_config = dataclasses.replace(self.config, vocab_size=vocab_size)
+        rows = new_config.padded_vocab_size
+        weight = self.transformer.wte.weight  # (padded V, C)
+        grown = nn.Embedding(rows, weight.size(1), device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            grown.weight[:old] = weight
-            grown.weight[old:] = weight.mean(dim=0)
+            grown.weight.zero_()  # padding rows (if any) stay zero: they are never read
+            grown.weight[:old] = weight[:old]
+            grown.weight[old:vocab_size] = weight[:old].mean(dim=0)
         self.transformer.wte = grown
         if self.config.tie_embeddings:
-            self.lm_head = nn.Linear(weight.size(1), vocab_size, bias=False, device=weight.device, dtype=weight.dtype)
+            self.lm_head = nn.Linear(weight.size(1), rows, bias=False, device=weight.device, dtype=weight.dtype)
             self.lm_head.weight = self.transformer.wte.weight  # re-tie
         else:
-            head = self.lm_head.weight  # (V, C): new rows start at zero, i.e. a logit of 0 for the new tokens
-            self.lm_head = nn.Linear(head.size(1), vocab_size, bias=False, device=head.device, dtype=head.dtype)
+            head = self.lm_head.weight  # (padded V, C): new rows start at zero, i.e. a logit of 0 for the new tokens
+            self.lm_head = nn.Linear(head.size(1), rows, bias=False, device=head.device, dtype=head.dtype)
             with torch.no_grad():
                 self.lm_head.weight.zero_()
-                self.lm_head.weight[:old] = head
+                self.lm_head.weight[:old] = head[:old]
         self.config = dataclasses.replace(self.config, vocab_size=vocab_size)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -395,7 +404,10 @@ class GPT(nn.Module):
         their weighted sum over a context of T = ``seq_len`` (default block_size) tokens.
         """
         T = self.config.block_size if seq_len is None else seq_len
-        N = self.num_parameters(non_embedding=True)
+        # The padding rows of the vocabulary (vocab_multiple) do arithmetic but compute nothing the model uses.
+        tables = 1 if self.config.tie_embeddings else 2
+        padding = tables * (self.config.padded_vocab_size - self.config.vocab_size) * self.config.embedding_size
+        N = self.num_parameters(non_embedding=True) - padding
         L, C = self.config.depth, self.config.embedding_size
         return 6.0 * N + 12.0 * L * C * T
 

@@ -132,3 +132,22 @@ def test_unsupported_hf_variants_are_refused(change: dict, message: str) -> None
 def test_from_hf_rejects_other_objects() -> None:
     with pytest.raises(ValueError, match="GPT2LMHeadModel"):
         from_hf(42)
+
+
+def test_padded_vocabulary_exports_without_its_padding() -> None:
+    """vocab_multiple pads llmlab's table; GPT2LMHeadModel gets exactly vocab_size rows and the same logits."""
+    torch.manual_seed(1)
+    config = ModelConfig(
+        vocab_size=VOCAB - 3, block_size=POSITIONS, embedding_size=32, num_heads=4, depth=2, vocab_multiple=16
+    )
+    padded = GPT(config).eval()
+    with torch.no_grad():
+        for p in padded.parameters():
+            p.add_(torch.randn_like(p) * (0.3 if p.dim() >= 2 else 0.1))
+    assert padded.transformer.wte.weight.shape[0] == VOCAB  # 61 -> 64 rows
+    hf_model = to_hf(padded)
+    assert hf_model.config.vocab_size == VOCAB - 3
+    assert hf_model.transformer.wte.weight.shape == (VOCAB - 3, 32)
+    idx = torch.randint(0, VOCAB - 3, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(idx).logits, padded(idx)[0], rtol=1e-5, atol=1e-5)

@@ -330,3 +330,87 @@ def test_resize_token_embeddings_keeps_old_rows_ties_and_starts_new_rows_at_the_
     assert {k for k in model.state_dict()} >= {"lm_head.weight", "transformer.wte.weight"}
     with pytest.raises(ValueError, match="can only grow"):
         model.resize_token_embeddings(10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A padded vocabulary (vocab_multiple): faster matrix products on GPUs, invisible everywhere else
+
+
+def padded_twin(model: GPT, multiple: int = 16) -> GPT:
+    """``model`` with its vocabulary padded to ``multiple``: the same real weights, random padding rows."""
+    twin = GPT(small_config(vocab_multiple=multiple, **_model_changes(model)))
+    state = twin.state_dict()
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if name in ("transformer.wte.weight", "lm_head.weight"):
+                state[name][: value.size(0)] = value
+                state[name][value.size(0) :] = 5.0 * torch.randn_like(state[name][value.size(0) :])  # big: visible
+            else:
+                state[name].copy_(value)
+    twin.load_state_dict(state)
+    return twin.eval()
+
+
+def _model_changes(model: GPT) -> dict[str, object]:
+    base = small_config()
+    return {
+        k: getattr(model.config, k)
+        for k in ("logit_softcap", "tie_embeddings")
+        if getattr(model.config, k) != getattr(base, k)
+    }
+
+
+def test_padded_vocabulary_sizes_and_validation() -> None:
+    assert small_config(vocab_multiple=16).padded_vocab_size == 48  # 37 -> 48
+    assert small_config(vocab_multiple=1).padded_vocab_size == 37
+    assert ModelConfig(vocab_size=50257, vocab_multiple=64).padded_vocab_size == 50304  # nanoGPT's size
+    model = GPT(small_config(vocab_multiple=16))
+    assert model.transformer.wte.weight.shape == (48, 32)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with pytest.raises(ValueError, match="vocab_multiple"):
+        small_config(vocab_multiple=0)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 15.0])
+def test_padded_vocabulary_computes_the_same_logits_loss_and_gradients(softcap: float) -> None:
+    model = make_model(std=0.1, logit_softcap=softcap)
+    twin = padded_twin(model)
+    idx, targets = torch.randint(0, 37, (3, 16)), torch.randint(0, 37, (3, 16))
+    targets[0, :4] = -1
+    logits, loss = model(idx, targets)
+    logits_p, loss_p = twin(idx, targets)
+    assert logits_p.shape == (3, 16, 37)  # the padding never reaches the logits
+    torch.testing.assert_close(logits_p, logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loss_p, loss, rtol=0, atol=1e-6)
+    # The trainer's path (return_logits=False: on the CPU with a cap, the chunked loss) gives the same loss too.
+    _, loss_chunked = twin.train()(idx, targets, return_logits=False)
+    torch.testing.assert_close(loss_chunked, loss, rtol=0, atol=1e-5)
+    loss.backward()
+    loss_chunked.backward()
+    grad, grad_p = model.transformer.wte.weight.grad, twin.transformer.wte.weight.grad
+    torch.testing.assert_close(grad_p[:37], grad, rtol=0, atol=1e-6)
+    assert torch.count_nonzero(grad_p[37:]) == 0  # padding rows get no gradient: they stay what they were
+
+
+def test_padded_vocabulary_samples_only_real_tokens_and_counts_real_flops() -> None:
+    model = make_model(std=0.1)
+    twin = padded_twin(model)
+    with torch.no_grad():
+        twin.transformer.wte.weight[37:] = 100.0  # padding rows that would win every argmax if they were read
+    idx = torch.randint(0, 37, (2, 3))
+    torch.testing.assert_close(twin.generate(idx, 12, temperature=0), model.generate(idx, 12, temperature=0))
+    sampled = twin.generate(idx, 40, generator=torch.Generator().manual_seed(0))
+    assert int(sampled.max()) < 37
+    assert twin.estimate_flops_per_token() == model.estimate_flops_per_token()
+
+
+def test_resize_token_embeddings_with_padding_keeps_the_padding_out() -> None:
+    model = padded_twin(make_model(std=0.1))
+    old_rows = model.transformer.wte.weight[:37].detach().clone()
+    model.resize_token_embeddings(50)  # 50 -> 64 rows at multiple 16
+    assert model.config.vocab_size == 50 and model.transformer.wte.weight.shape == (64, 32)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    torch.testing.assert_close(model.transformer.wte.weight[:37], old_rows)
+    torch.testing.assert_close(model.transformer.wte.weight[37:50], old_rows.mean(0).expand(13, -1))
+    logits, _ = model(torch.tensor([[1, 2, 49]]))
+    assert logits.shape == (1, 3, 50)
