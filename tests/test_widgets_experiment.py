@@ -266,3 +266,13 @@ def test_sampling_panel_draws_independent_reproducible_samples_and_scores_divers
     assert len(set(panel.samples)) == 1 and panel.diversity <= 1 / 3 < diverse
     with pytest.raises(ValueError, match="num_samples=0 is not valid"):
         widgets.SamplingPanel(model, tok, "First ", num_samples=0)
+
+
+@pytest.mark.parametrize("start", [6, 8, 100, 300])
+def test_steps_slider_reaches_round_counts_from_any_start(char_data, tmp_path, start: int) -> None:
+    """The browser check types 300 into the slider: it must take 300 whatever the notebook's start value (fast
+    mode starts at 6; a slider from 6 in steps of 10 snapped 300 to 296)."""
+    panel = widgets.ExperimentPanel(char_data, tmp_path / "runs", steps=start, max_steps=3000)
+    s = panel.steps
+    reachable = range(s.min, s.max + 1, s.step)
+    assert start in reachable and 300 in reachable and 1000 in reachable

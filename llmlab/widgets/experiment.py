@@ -108,11 +108,14 @@ class ExperimentPanel(Panel):
         )
         self.depth = W.IntSlider(value=m.depth, min=1, max=8, description="depth", style=style, layout=layout)
         self.max_lr = max_lr_slider(t.max_lr, style=style, layout=layout)
+        # Multiples of 10 (10, 20, ... 300 ...) when the start value is one; else every count from 1, so a
+        # browser (or a learner) typing 300 gets 300, never a neighbour the slider snaps to.
+        tens = steps % 10 == 0
         self.steps = W.IntSlider(
             value=steps,
-            min=min(steps, 20),
+            min=10 if tens else 1,
             max=max(max_steps, steps),
-            step=10,
+            step=10 if tens else 1,
             description="steps",
             style=style,
             layout=layout,
