@@ -16,6 +16,7 @@ LAB_ARGS ?=
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 BROWSER_STAMP := $(VENV)/.llmlab-browser-installed
 BROWSER_ARGS ?=
+NOTEBOOKS := notebooks/*.ipynb notebooks/ja/00_setup.ipynb
 
 .PHONY: install lab test test-ja test-fast lint format bench clean gpu-check browser-deps test-browser
 
@@ -44,8 +45,7 @@ lab: $(STAMP)
 # The Japanese notebooks' code is the English code (tests/test_ja_notebooks.py checks it cell by cell), so
 # `make test` runs only notebooks/ja/00 (the language switch); `make test-ja` runs them all (CI does).
 test: lint
-	LLMLAB_FAST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q --durations=30 tests \
-	  --nbmake notebooks/*.ipynb notebooks/ja/00_setup.ipynb
+	LLMLAB_FAST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q --durations=30 tests --nbmake $(NOTEBOOKS)
 
 test-ja: $(STAMP)
 	LLMLAB_FAST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q --durations=10 --nbmake notebooks/ja

@@ -47,7 +47,7 @@ def main() -> None:
     for name in args.candidates:
         config = table[name].override(max_iters=100_000, max_seconds=args.seconds, eval_interval=100_000)
         data = prepared(config.train.tokenizer)  # the last 10% of the joined corpus held out
-        trainer = Trainer(config, data_dir=data, out_dir=scratch_dir())
+        trainer = Trainer(config, data=data, out_dir=scratch_dir())
         result = trainer.fit()
         model = trainer.raw_model
         bpb = full_split_bpb(model, data, trainer.config, "val")

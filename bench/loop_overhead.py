@@ -34,10 +34,12 @@ from pathlib import Path
 
 import torch
 
+from llmlab.callbacks import Callback, MetricsLogger, ProgressBar
 from llmlab.config import Config, get_preset
 from llmlab.data import TokenBatches, load_meta, prepare
 from llmlab.model import GPT
-from llmlab.train import Callback, MetricsLogger, ProgressBar, Trainer, lr_at
+from llmlab.schedule import lr_at
+from llmlab.train import Trainer
 
 
 def plain_loop(config: Config, data_dir: Path, steps: int) -> tuple[list[float], list[float]]:

@@ -43,7 +43,8 @@ from llmlab.data import TokenBatches, prepare
 from llmlab.metrics import bits_per_byte
 from llmlab.model import GPT
 from llmlab.runtime import peak_flops_for
-from llmlab.train import Trainer, lr_at
+from llmlab.schedule import lr_at
+from llmlab.train import Trainer
 
 
 def nanogpt_cpu_config() -> Config:

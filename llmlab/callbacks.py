@@ -38,20 +38,11 @@ from typing import Any
 import torch
 
 from llmlab.failures import (
-    TrainingError,
-    TrainingInterrupted,
-    checkpoint_note,
-    diverged,
-    divergence_advice,
-    interrupted,
-    nearest_preset,
-    recover_from_oom,
     smaller_batch,
 )
+from llmlab.trainer_view import TrainerView
 
 __all__ = [
-    "TrainingError",
-    "TrainingInterrupted",
     "StepInfo",
     "EvalInfo",
     "TrainResult",
@@ -61,13 +52,6 @@ __all__ = [
     "ThreadTuner",
     "StuckHint",
     "OOMRetry",
-    "smaller_batch",
-    "nearest_preset",
-    "divergence_advice",
-    "diverged",
-    "recover_from_oom",
-    "interrupted",
-    "checkpoint_note",
 ]
 
 
@@ -139,32 +123,32 @@ class Callback:
 
     all_ranks: bool = False
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         """Before the first step (after the trainer restored a resumed run)."""
 
-    def on_step_start(self, trainer: Any, step: int) -> None:
+    def on_step_start(self, trainer: TrainerView, step: int) -> None:
         """Before every optimizer step; ``step`` counts the steps already taken."""
 
-    def on_step_timed(self, trainer: Any, step: int, seconds: float) -> None:
+    def on_step_timed(self, trainer: TrainerView, step: int, seconds: float) -> None:
         """After every optimizer step: its host wall time (on a GPU the kernels may still be running)."""
 
-    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, info: StepInfo) -> None:
         """Every ``log_interval`` steps: loss, learning rate, throughput."""
 
-    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+    def on_eval(self, trainer: TrainerView, info: EvalInfo) -> None:
         """After each evaluation (and its checkpoint)."""
 
-    def on_oom(self, trainer: Any, error: BaseException) -> int | None:
+    def on_oom(self, trainer: TrainerView, error: BaseException) -> int | None:
         """A CUDA out-of-memory error: return a smaller micro-batch (a divisor of the current one) to retry."""
         return None
 
-    def on_message(self, trainer: Any, message: str) -> None:
+    def on_message(self, trainer: TrainerView, message: str) -> None:
         """A message for the user (device, hints, warnings)."""
 
-    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+    def on_train_end(self, trainer: TrainerView, result: TrainResult) -> None:
         """After the final evaluation and checkpoint."""
 
-    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+    def on_train_abort(self, trainer: TrainerView, error: BaseException) -> None:
         """Training stopped with an exception (including KeyboardInterrupt); it is re-raised afterwards."""
 
 
@@ -179,7 +163,7 @@ class ProgressBar(Callback):
         self.file = file
         self.bar: Any = None
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
@@ -190,7 +174,7 @@ class ProgressBar(Callback):
             file=self.file or sys.stderr,
         )
 
-    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, info: StepInfo) -> None:
         if self.bar is None:
             return
         post = {"loss": f"{info.loss:.4f}", "lr": f"{info.lr:.2e}", "tok/s": f"{info.tokens_per_sec:,.0f}"}
@@ -199,7 +183,7 @@ class ProgressBar(Callback):
         self.bar.set_postfix(post, refresh=False)  # shown by the update below
         self.bar.update(info.step - self.bar.n)
 
-    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+    def on_eval(self, trainer: TrainerView, info: EvalInfo) -> None:
         best = "  (best)" if info.is_best else ""
         self.on_message(
             trainer,
@@ -207,16 +191,16 @@ class ProgressBar(Callback):
             f"nats/token, val {info.val_bpb:.3f} bits/byte{best}",
         )
 
-    def on_message(self, trainer: Any, message: str) -> None:
+    def on_message(self, trainer: TrainerView, message: str) -> None:
         if self.bar is not None:
             self.bar.write(message, file=self.file or sys.stderr)
         else:
             print(message, file=self.file or sys.stderr)
 
-    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+    def on_train_end(self, trainer: TrainerView, result: TrainResult) -> None:
         self._close()
 
-    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+    def on_train_abort(self, trainer: TrainerView, error: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:
@@ -241,7 +225,7 @@ class MetricsLogger(Callback):
         self._file: Any = None
         self._csv: Any = None
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = (
             [r for r in self.read(self.path) if int(r["step"]) <= trainer.start_iter]
@@ -263,16 +247,16 @@ class MetricsLogger(Callback):
         else:
             self._file.write(json.dumps(row) + "\n")
 
-    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, info: StepInfo) -> None:
         self._write({"kind": "step", **dataclasses.asdict(info)})
 
-    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+    def on_eval(self, trainer: TrainerView, info: EvalInfo) -> None:
         self._write({"kind": "eval", **{k: v for k, v in dataclasses.asdict(info).items() if k != "is_best"}})
 
-    def on_train_end(self, trainer: Any, result: TrainResult) -> None:
+    def on_train_end(self, trainer: TrainerView, result: TrainResult) -> None:
         self._close()
 
-    def on_train_abort(self, trainer: Any, error: BaseException) -> None:
+    def on_train_abort(self, trainer: TrainerView, error: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:
@@ -332,18 +316,18 @@ class ThreadTuner(Callback):
         self.wait = self.period  # steps from one probe to the next
         self.next_probe = 10  # the first look comes early: a busy machine should not cost a whole period
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         threads = self.max_threads or torch.get_num_threads()
         self.enabled = trainer.device.type == "cpu" and threads > 1
         if self.enabled and threads != torch.get_num_threads():
             torch.set_num_threads(threads)
         self._reset(threads)
 
-    def on_step_start(self, trainer: Any, step: int) -> None:
+    def on_step_start(self, trainer: TrainerView, step: int) -> None:
         if self.enabled:
             self.before_step()
 
-    def on_step_timed(self, trainer: Any, step: int, seconds: float) -> None:
+    def on_step_timed(self, trainer: TrainerView, step: int, seconds: float) -> None:
         if self.enabled:
             self.after_step(seconds)
 
@@ -385,10 +369,10 @@ class StuckHint(Callback):
         self.patience = patience
         self.hinted = False
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self.hinted = False
 
-    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+    def on_eval(self, trainer: TrainerView, info: EvalInfo) -> None:
         p, evals = self.patience, trainer.result.evals
         if p <= 0 or self.hinted or len(evals) < p + 2:
             return
@@ -421,7 +405,7 @@ class OOMRetry(Callback):
     rank alone would leave the others waiting for it.
     """
 
-    def on_oom(self, trainer: Any, error: BaseException) -> int | None:
+    def on_oom(self, trainer: TrainerView, error: BaseException) -> int | None:
         b = trainer.config.train.batch_size
         if b <= 1 or trainer.dist.enabled:
             return None

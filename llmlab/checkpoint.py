@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dict saved with :func:`torch.save` and read back with ``weights_only=True``, so
 loading one never runs code from the file. Its keys and its typed form, :class:`TrainingState`, are defined in
-:mod:`llmlab.checkpoint_state` (with the file names, :func:`capture_state` / :func:`restore_state` and
-:func:`load_model_state`); every name there is importable from here too.
+:mod:`llmlab.checkpoint_state` (with the file names and :func:`load_model_state`); a Trainer's state goes into one
+through ``Trainer.state_dict()`` and back through ``Trainer.load_state_dict()``.
 
 Writes are atomic: the bytes go to a temporary file in the same directory, are fsync'ed, then renamed
 over the target. A run killed mid-save leaves the previous checkpoint intact; a full disk or a read-only
@@ -30,17 +30,12 @@ import torch
 
 from llmlab.checkpoint_state import (
     _REQUIRED_KEYS,
-    _WRAPPER_PREFIXES,  # noqa: F401  (re-exported: defined here before the split)
-    ARCH_FIELDS,
     BEST_NAME,
-    FORMAT_VERSION,
     LAST_NAME,
     TrainingState,
     _check_format_version,
-    capture_state,
     clean_state_dict,
     load_model_state,
-    restore_state,
 )
 from llmlab.files import fsync_dir as _fsync_dir
 from llmlab.metrics import bits_per_byte
@@ -53,22 +48,13 @@ if TYPE_CHECKING:  # imported lazily at run time: checkpoint.py sits below nothi
 __all__ = [
     "CheckpointWriteError",
     "check_out_dir",
-    "BEST_NAME",
-    "LAST_NAME",
-    "FORMAT_VERSION",
-    "ARCH_FIELDS",
-    "TrainingState",
     "save_checkpoint",
     "load_checkpoint",
     "load_training_state",
     "load_resume_state",
-    "clean_state_dict",
-    "load_model_state",
     "model_from_checkpoint",
     "describe_checkpoint",
     "resume_state",
-    "capture_state",
-    "restore_state",
 ]
 
 

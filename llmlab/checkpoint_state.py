@@ -18,10 +18,9 @@ plain values and tensors:
 - ``history``         ``{"steps": [StepInfo fields...], "evals": [EvalInfo fields...]}`` for a resumed run's curves
 
 Also here: the checkpoint file names (:data:`BEST_NAME`, :data:`LAST_NAME`), :func:`clean_state_dict` and
-:func:`load_model_state` (a state_dict into a model, with a clear error), and :func:`capture_state` /
-:func:`restore_state`, which move a Trainer's model, optimizer, RNG and sampler state into a TrainingState and
-back. Nothing here touches a file: :mod:`llmlab.checkpoint` is the only module that writes or reads them (and
-re-exports every name here).
+:func:`load_model_state` (a state_dict into a model, with a clear error). A Trainer's state goes into a
+TrainingState through ``Trainer.state_dict()`` and back through ``Trainer.load_state_dict()``. Nothing here
+touches a file: :mod:`llmlab.checkpoint` is the only module that writes or reads them.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,8 +43,6 @@ __all__ = [
     "TrainingState",
     "clean_state_dict",
     "load_model_state",
-    "capture_state",
-    "restore_state",
 ]
 
 BEST_NAME = "best_checkpoint.bin"
@@ -201,66 +197,3 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             + ". Build the model from the checkpoint's own config (llmlab.checkpoint.model_from_checkpoint)."
         )
     model.load_state_dict(state)
-
-
-# ---- a Trainer's state <-> a TrainingState ------------------------------------------------------------
-
-
-def capture_state(trainer: Any, step: int) -> TrainingState:
-    """Everything needed to continue ``trainer``'s run exactly from ``step``."""
-    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return TrainingState(
-        model=trainer.raw_model.state_dict(),
-        config=trainer.config.to_dict(),
-        tokenizer=trainer.tokenizer.to_dict(),
-        optimizer=trainer.optimizer.state_dict(),
-        iter=step,
-        best_val_loss=trainer.best_val_loss,
-        train_seconds=trainer.train_seconds,
-        rng=rng,
-        sampler=trainer.train_batches.state_dict(),
-        scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        data_meta=dict(trainer.meta),
-        history={
-            "steps": [dict(vars(s)) for s in trainer.result.steps],
-            "evals": [dict(vars(e)) for e in trainer.result.evals],
-        },
-    )
-
-
-def restore_state(trainer: Any, state: TrainingState) -> dict[str, Any]:
-    """Load ``state``'s model, optimizer, RNG and sampler state into ``trainer``; return its history."""
-    source = state.source or str(trainer.out_dir / LAST_NAME)
-    load_model_state(trainer.raw_model, state.model)
-    if state.optimizer is None:
-        raise ValueError(
-            f"{source} has no optimizer state, so it cannot be resumed; start a fresh run in a new --out "
-            f"directory (or fine-tune from it)."
-        )
-    trainer.optimizer.load_state_dict(state.optimizer)
-    if trainer.scaler is not None and state.scaler:
-        trainer.scaler.load_state_dict(state.scaler)
-    trainer.start_iter, trainer.best_val_loss, trainer.train_seconds = (
-        state.iter,
-        state.best_val_loss,
-        state.train_seconds,
-    )
-    trainer.resumed_from = source
-    if Path(source).resolve() == (trainer.out_dir / LAST_NAME).resolve():
-        trainer.saved_step = state.iter  # the file still holds the step this run starts from
-    if "cpu" in state.rng:
-        torch.set_rng_state(state.rng["cpu"])
-    cuda_rng = state.rng.get("cuda")
-    if cuda_rng is not None and trainer.device.type == "cuda" and len(cuda_rng) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_rng)
-    dist = trainer.dist
-    if state.sampler_by_rank and len(state.sampler_by_rank) == dist.world_size:
-        trainer.train_batches.load_state_dict(state.sampler_by_rank[dist.rank])
-    elif state.sampler is not None:
-        # Every rank draws the same number of batches: rank 0's position is everyone's position.
-        trainer.train_batches.load_state_dict(state.sampler)
-    if dist.rank:
-        torch.manual_seed(trainer.config.train.seed + dist.rank + trainer.start_iter)
-    return state.history or {}

@@ -34,6 +34,7 @@ import torch
 
 from llmlab.callbacks import Callback, EvalInfo, StepInfo
 from llmlab.config import Config, get_preset
+from llmlab.trainer_view import TrainerView
 
 __all__ = [
     "GOAL_MFU",
@@ -144,13 +145,13 @@ class _Recorder(Callback):
         self.steps: list[StepInfo] = []
         self.evals: list[EvalInfo] = []
 
-    def on_step_timed(self, trainer: Any, step: int, seconds: float) -> None:
+    def on_step_timed(self, trainer: TrainerView, step: int, seconds: float) -> None:
         self.step_seconds.append(seconds)
 
-    def on_step_end(self, trainer: Any, info: StepInfo) -> None:
+    def on_step_end(self, trainer: TrainerView, info: StepInfo) -> None:
         self.steps.append(info)
 
-    def on_eval(self, trainer: Any, info: EvalInfo) -> None:
+    def on_eval(self, trainer: TrainerView, info: EvalInfo) -> None:
         self.evals.append(info)
 
 

@@ -1,24 +1,25 @@
 """How a training run that cannot go on stops, and what it tells the user (re-exported by :mod:`llmlab.callbacks`).
 
 - :class:`TrainingError`: the loss diverged (:func:`diverged`, with :func:`divergence_advice` and
-  :func:`nearest_preset` for a known-good learning rate) or memory ran out (:func:`recover_from_oom`, which
-  first tries the smaller micro-batch an ``on_oom`` callback picks, see :func:`smaller_batch`)
+  :func:`nearest_preset` for a known-good learning rate) or memory ran out (:func:`oom_batch_size`: the smaller
+  micro-batch an ``on_oom`` callback picks, see :func:`smaller_batch`, or the error)
 - :class:`TrainingInterrupted`: Ctrl-C / SIGTERM (:func:`interrupted`, which saves the exact state between
   two steps)
 - :func:`checkpoint_note`: what the last checkpoint holds, for any of these messages
 
-The functions receive the trainer itself (typed ``Any``: this module sits below :mod:`llmlab.train` and never
-imports it) and read its attributes (``config``, ``out_dir``, ``saved_step``, ``safe_step`` ...).
+The functions receive the trainer as a :class:`~llmlab.trainer_view.TrainerView` (this module sits below
+:mod:`llmlab.train` and never imports it): they read its public attributes and never change them.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 from pathlib import Path
 from typing import Any
 
+from llmlab.checkpoint_state import LAST_NAME
 from llmlab.i18n import tr
+from llmlab.trainer_view import TrainerView
 
 __all__ = [
     "TrainingError",
@@ -27,7 +28,7 @@ __all__ = [
     "nearest_preset",
     "divergence_advice",
     "diverged",
-    "recover_from_oom",
+    "oom_batch_size",
     "interrupted",
     "checkpoint_note",
 ]
@@ -97,7 +98,7 @@ def divergence_advice(config: Any, float16: bool) -> str:
     return f"{lr}{clip}, lengthen warmup_iters (now {tc.warmup_iters}){fp16}."
 
 
-def diverged(trainer: Any, value: float, step: int, what: str, lr: float) -> TrainingError:
+def diverged(trainer: TrainerView, value: float, step: int, what: str, lr: float) -> TrainingError:
     """The error for a NaN / infinite loss: a setting that helps, and what the last checkpoint holds."""
     import torch
 
@@ -109,9 +110,9 @@ def diverged(trainer: Any, value: float, step: int, what: str, lr: float) -> Tra
     return TrainingError(f"{lead} {advice} {kept}")
 
 
-def checkpoint_note(trainer: Any) -> str:
+def checkpoint_note(trainer: TrainerView) -> str:
     """What ``out_dir/last_checkpoint.bin`` holds, for a run that stopped early: this run's step N, or nothing."""
-    last = trainer.out_dir / "last_checkpoint.bin"
+    last = trainer.out_dir / LAST_NAME
     if trainer.saved_step is not None and last.exists():
         return f"The last good checkpoint is this run's step {trainer.saved_step}, kept at {last}."
     every = trainer.config.train.eval_interval
@@ -120,10 +121,10 @@ def checkpoint_note(trainer: Any) -> str:
     return f"No checkpoint from this run was written: the first comes at step {first}{earlier}."
 
 
-def interrupted(trainer: Any, signal_name: str | None) -> TrainingInterrupted:
+def interrupted(trainer: TrainerView, signal_name: str | None) -> TrainingInterrupted:
     """Ctrl-C / SIGTERM (``signal_name``) or a KeyboardInterrupt: save the exact state where there is one
     (between two steps, asked once, agreed by every rank), and the exception that says what was kept."""
-    step, last = trainer.safe_step, trainer.out_dir / "last_checkpoint.bin"
+    step, last = trainer.safe_step, trainer.out_dir / LAST_NAME
     how = f" ({signal_name})" if signal_name else ""
     exact = step is not None and not trainer.signals.forced and (signal_name is not None or not trainer.dist.enabled)
     if exact and step and step != trainer.saved_step:
@@ -141,18 +142,14 @@ def interrupted(trainer: Any, signal_name: str | None) -> TrainingInterrupted:
     )
 
 
-def recover_from_oom(trainer: Any, error: BaseException) -> None:
-    """After a CUDA out-of-memory error: continue with the micro-batch a callback's ``on_oom`` chose (same
-    sequences per step, the batch stream continued), or raise :class:`TrainingError` saying what fits."""
+def oom_batch_size(trainer: TrainerView, answers: list[int | None]) -> int:
+    """After a CUDA out-of-memory error: the micro-batch to go on with, the first that an ``on_oom`` callback
+    chose (``answers``; checked), or :class:`TrainingError` saying what fits when none did."""
     import torch
 
     tc, mc = trainer.config.train, trainer.config.model
-    trainer.optimizer.zero_grad(set_to_none=True)
-    gc.collect()
-    if trainer.device.type == "cuda":
-        torch.cuda.empty_cache()
     b = tc.batch_size
-    new = next((n for n in trainer._emit("on_oom", error) if n is not None), None)
+    new = next((n for n in answers if n is not None), None)
     if new is None:
         smaller = smaller_batch(b)
         fit = (
@@ -180,15 +177,4 @@ def recover_from_oom(trainer: Any, error: BaseException) -> None:
         raise ValueError(
             f"an on_oom callback returned batch size {new!r}: it must divide batch_size={b} and be smaller."
         )
-    accum = tc.grad_accum_steps * (b // new)
-    trainer.config = trainer.config.override(batch_size=new, grad_accum_steps=accum)
-    # The same stream, continued from where it is: fresh batches, never a replay of earlier ones, and
-    # a resumed run continues it exactly (the checkpoint records the position and the new batch size).
-    position = trainer.train_batches.state_dict()
-    trainer.train_batches = trainer._batches("train", new, tc.seed)
-    trainer.train_batches.load_state_dict({**position, "batch_size": new})
-    trainer.log(
-        f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
-        f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
-        f"--set batch_size={new} grad_accum_steps={accum}."
-    )
+    return new

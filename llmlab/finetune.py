@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from llmlab.callbacks import Callback, TrainResult
 from llmlab.checkpoint import model_from_checkpoint
 from llmlab.config import Config
 from llmlab.corpus import shakespeare
@@ -37,7 +38,7 @@ from llmlab.metrics import bits_per_byte
 from llmlab.model import GPT
 from llmlab.sft import Example, SFTBatches, dialogue_examples, encodable, render, split_by_play
 from llmlab.tokenizers import CHAT_SPECIALS, ChatTokenizer, Tokenizer
-from llmlab.train import Callback, Trainer, TrainResult
+from llmlab.train import Trainer
 from llmlab.validate import check_int
 
 __all__ = [

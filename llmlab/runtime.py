@@ -6,12 +6,13 @@ Everything here depends on the machine, not on the model or the data, so the tra
 - :func:`select_device` / :func:`explain_device`  CUDA, then Apple MPS, then CPU (and why not a GPU)
 - :class:`DeviceFacts`, :func:`probe_device`, :func:`choose_runtime`, :func:`runtime_plan`  precision and
   ``torch.compile`` per machine: one pure rule (:func:`choose_runtime`) fed by the capability queries
-- :func:`select_dtype`, :func:`autocast_for`, :func:`grad_scaler_for`  bf16/fp16 autocast on CUDA, fp32 elsewhere
-- :func:`should_compile`, :func:`compile_model`, :func:`enable_tf32`  ``torch.compile`` and TF32 matmuls where they pay
+- :func:`autocast_for`, :func:`grad_scaler_for`  bf16/fp16 autocast on CUDA, fp32 elsewhere
+- :func:`compile_model`, :func:`enable_tf32`  ``torch.compile`` and TF32 matmuls where they pay
 - :class:`DistInfo`, :func:`setup_distributed`, :func:`teardown_distributed`, :func:`all_reduce_mean`,
   :func:`all_reduce_max`, :func:`gather_objects`, :func:`wrap_ddp`  the torchrun side of DDP
 - :func:`peak_flops_for`, :func:`peak_flops_for_name`  the dense peak FLOP/s an MFU figure divides by
-- :class:`StopSignals`  Ctrl-C / SIGTERM ask training to stop between two steps instead of killing it mid-step
+- :func:`stop_agreed`  under torchrun, every rank stops at the same step after Ctrl-C / SIGTERM
+  (the handlers themselves are in :mod:`llmlab.signals`)
 
 Imports only torch and the standard library.
 """
@@ -24,9 +25,7 @@ import importlib.util
 import os
 import platform
 import re
-import signal
 import sys
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +44,8 @@ __all__ = [
     "probe_device",
     "choose_runtime",
     "runtime_plan",
-    "select_dtype",
     "autocast_for",
     "grad_scaler_for",
-    "should_compile",
     "enable_tf32",
     "set_cpu_threads",
     "DistInfo",
@@ -63,7 +60,7 @@ __all__ = [
     "GPU_PEAK_FLOPS",
     "peak_flops_for",
     "peak_flops_for_name",
-    "StopSignals",
+    "stop_agreed",
 ]
 
 # torch >= 2.5 exposes the CUDA OOM error at top level; older builds only under torch.cuda.
@@ -321,11 +318,6 @@ def runtime_plan(dtype: str, compile: str, device: torch.device) -> RuntimePlan:
     return choose_runtime(dtype, compile, probe_device(device))
 
 
-def select_dtype(pref: str, device: torch.device) -> torch.dtype:
-    """Compute dtype for ``device``: :func:`choose_runtime`'s choice (bf16 / fp16 on CUDA, fp32 elsewhere)."""
-    return runtime_plan(pref, "false", device).dtype
-
-
 def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
     """The forward pass's precision context: autocast to ``dtype``, or nothing at all for float32."""
     if dtype == torch.float32:
@@ -336,11 +328,6 @@ def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.Abstrac
 def grad_scaler_for(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler | None:
     """A GradScaler for float16 only: bf16 has fp32's exponent range and needs no loss scaling."""
     return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-
-
-def should_compile(pref: str, device: torch.device) -> bool:
-    """Whether to ``torch.compile`` on ``device``: :func:`choose_runtime`'s choice (CUDA with Triton by default)."""
-    return runtime_plan("float32", pref, device).compile
 
 
 def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -530,64 +517,14 @@ def peak_flops_for(device: torch.device) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Ctrl-C and SIGTERM
+# Ctrl-C and SIGTERM under torchrun (the handlers themselves: llmlab.signals)
 
 
-class StopSignals:
-    """While active, Ctrl-C (SIGINT) and SIGTERM ask for a stop instead of killing the work mid-step.
-
-    ``with StopSignals() as stop:`` ... ``if stop.signal_name: ...`` -- the first signal only records its
-    name (``"SIGINT"`` / ``"SIGTERM"``), so the loop can finish the step it is in, save, and stop. A second
-    signal raises KeyboardInterrupt at once (``forced`` is then True): pressing Ctrl-C twice always stops.
-    The previous handlers are restored on exit. Signal handlers can only be set from the main thread;
-    elsewhere (a worker thread) this does nothing and Ctrl-C keeps its usual effect. A signal that is
-    ignored (SIG_IGN, e.g. SIGINT for a background job) stays ignored.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self.forced = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        self.install()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-    def install(self) -> None:
-        """Take over SIGINT and SIGTERM (main thread only; elsewhere nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for name in self.SIGNALS:
-            number = getattr(signal, name, None)
-            # A signal the parent set to be ignored (a background job's SIGINT) stays ignored.
-            if number is not None and number not in self._previous and signal.getsignal(number) != signal.SIG_IGN:
-                with contextlib.suppress(ValueError, OSError):
-                    self._previous[number] = signal.signal(number, self._handle)
-
-    def restore(self) -> None:
-        """Give the signals back to the handlers they had before :meth:`install`."""
-        for number, previous in self._previous.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(number, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def agreed(self, step: int, dist: DistInfo, device: torch.device, every: int = 1) -> str | None:
-        """The signal that asked for a stop, or None. Under DDP every rank must stop at the same step, so
-        the ranks agree (a collective) every ``every`` steps only, not at each step."""
-        if not dist.enabled:
-            return self.signal_name
-        if step % every:
-            return None
-        return (self.signal_name or "SIGTERM") if any_rank(self.signal_name is not None, dist, device) else None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.signal_name is not None:
-            self.forced = True
-            raise KeyboardInterrupt(f"{name} again: stopping at once")
-        self.signal_name = name
+def stop_agreed(signal_name: str | None, step: int, dist: DistInfo, device: torch.device, every: int = 1) -> str | None:
+    """The signal that asked this process to stop (``StopSignals.signal_name``), or None. Under DDP every rank
+    must stop at the same step, so the ranks agree (a collective) every ``every`` steps only, not at each step."""
+    if not dist.enabled:
+        return signal_name
+    if step % every:
+        return None
+    return (signal_name or "SIGTERM") if any_rank(signal_name is not None, dist, device) else None

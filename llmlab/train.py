@@ -18,13 +18,10 @@ Ctrl-C or SIGTERM never kills a step half-way: the loop finishes the step it is 
 ``last_checkpoint.bin`` with that exact state (resuming from it gives the same run as no interruption)
 and raises :class:`TrainingInterrupted`.
 
-The rest lives beside the loop: the machine (device, dtype, compile, DDP, peak FLOPs, signals) in
-:mod:`llmlab.runtime`; the reports, the per-machine heuristics (CPU thread tuning, out-of-memory
-retry, the "loss is stuck" hint) as :class:`Callback` objects, and what a failed run says, in
-:mod:`llmlab.callbacks`; the run's state in and out of a checkpoint in :mod:`llmlab.checkpoint`. Under
-``torchrun`` the same loop runs distributed (DDP): each process trains on its own stream of batches,
-gradients are averaged across processes once per optimizer step, and only rank 0 logs and writes
-checkpoints::
+The rest lives beside the loop: the machine (device, dtype, compile, DDP, peak FLOPs) in :mod:`llmlab.runtime`;
+Ctrl-C in :mod:`llmlab.signals`; reports and per-machine heuristics as :class:`~llmlab.callbacks.Callback`
+objects; what a failed run says in :mod:`llmlab.failures`; checkpoint files in :mod:`llmlab.checkpoint`. Under
+``torchrun`` the same loop runs distributed (DDP; rank 0 logs and writes checkpoints)::
 
     torchrun --standalone --nproc_per_node=8 -m llmlab train --preset gpt2_124m --data data/openwebtext_gpt2
 """
@@ -32,6 +29,7 @@ checkpoints::
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import statistics
@@ -44,93 +42,36 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmlab import callbacks as helpers  # the opt-in heuristics: ThreadTuner, OOMRetry, StuckHint
-from llmlab import runtime
-from llmlab.callbacks import (
-    Callback,
-    EvalInfo,
-    MetricsLogger,
-    ProgressBar,
-    StepInfo,
-    TrainingError,
-    TrainingInterrupted,
-    TrainResult,
-)
-from llmlab.checkpoint import (
-    BEST_NAME,
-    LAST_NAME,
-    TrainingState,
-    capture_state,
-    check_out_dir,
-    restore_state,
-    resume_state,
-    save_checkpoint,
-)
-from llmlab.config import Config, TrainConfig
+from llmlab import failures, runtime
+from llmlab.callbacks import Callback, EvalInfo, StepInfo, TrainResult
+from llmlab.checkpoint import check_out_dir, resume_state, save_checkpoint
+from llmlab.checkpoint_state import BEST_NAME, LAST_NAME, TrainingState, load_model_state
+from llmlab.config import Config
+from llmlab.failures import TrainingInterrupted
 from llmlab.metrics import bits_per_byte
-from llmlab.runtime import OutOfMemoryError, explain_device, peak_flops_for, select_device, select_dtype, should_compile
+from llmlab.runtime import OutOfMemoryError, explain_device, peak_flops_for
+from llmlab.schedule import lr_at
+from llmlab.signals import StopSignals
 
 if TYPE_CHECKING:
+    from llmlab.data.batches import TrainingData
     from llmlab.model import GPT
 
-# The public names, including those re-exported from callbacks / runtime / metrics for older imports.
-__all__ = [
-    "lr_at",
-    "Trainer",
-    "TrainingError",
-    "TrainingInterrupted",
-    "Callback",
-    "StepInfo",
-    "EvalInfo",
-    "TrainResult",
-    "ProgressBar",
-    "MetricsLogger",
-    "select_device",
-    "explain_device",
-    "select_dtype",
-    "should_compile",
-    "peak_flops_for",
-    "bits_per_byte",
-]
-
-
-def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> float:
-    """Learning rate at optimizer step ``step``: linear warmup to ``max_lr``, cosine decay to ``min_lr``.
-
-    ``time_fraction`` (elapsed / max_seconds, when a wall-clock budget is set) lets the cosine finish
-    when the time runs out even if ``max_iters`` would not be reached: progress is the larger of the two.
-    """
-    if step < train.warmup_iters:
-        return train.max_lr * (step + 1) / (train.warmup_iters + 1)
-    span = max(1, train.max_iters - train.warmup_iters)
-    progress = (step - train.warmup_iters) / span
-    if time_fraction is not None:
-        progress = max(progress, time_fraction)
-    progress = min(max(progress, 0.0), 1.0)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return train.min_lr + cosine * (train.max_lr - train.min_lr)
+__all__ = ["Trainer"]
 
 
 class Trainer:
     """Trains a GPT on ``data`` and writes checkpoints to ``out_dir``.
 
-    ``Trainer(config, data_dir, out_dir, callbacks=[ProgressBar()]).fit()`` is the whole API; the model,
+    ``Trainer(config, data, out_dir, callbacks=[ProgressBar()]).fit()`` is the whole API; the model,
     optimizer and tokenizer are attributes for notebooks to inspect. ``resume=True`` continues from
     ``out_dir/last_checkpoint.bin`` (the model settings must match it; training settings may change);
-    a :class:`~llmlab.checkpoint.TrainingState` already loaded (the CLI's) is used as is. An ``out_dir``
+    a :class:`~llmlab.checkpoint_state.TrainingState` already loaded (the CLI's) is used as is. An ``out_dir``
     that holds another run's checkpoints is refused unless ``resume`` continues it or ``overwrite=True``
     replaces it (its checkpoints are removed when ``fit`` starts).
 
-    ``data`` (or the keyword ``data_dir=``) is a prepared folder (:func:`llmlab.data.prepare`), or any
-    object with the same three members as :class:`llmlab.data.batches.PreparedData`:
-
-    - ``meta``: a mapping with ``vocab_size`` (it sets the model's), ``val_tokens`` and ``val_bytes`` (val
-      loss -> bits per byte); saved in checkpoints as ``data_meta``;
-    - ``tokenizer``: a :class:`~llmlab.tokenizers.Tokenizer` (saved in checkpoints; a resumed checkpoint's
-      must have the same fingerprint);
-    - ``batches(split, batch_size, seed, rank, world_size, device)`` -> a sampler for ``"train"`` / ``"val"``
-      with ``next()`` -> ``(x, y)`` int64 ``(B, T)`` tensors on ``device`` (y = -1 is ignored by the loss),
-      ``eval_batches(n)`` (the same n batches at every call), ``state_dict()`` / ``load_state_dict()``
-      (its position, for exact resume); ``T`` at most ``config.model.block_size``.
+    ``data`` is a prepared folder (:func:`llmlab.data.prepare`), or any object with the three members of the
+    :class:`llmlab.data.batches.TrainingData` protocol (``meta``, ``tokenizer``, ``batches``).
 
     ``init_model`` starts from these weights instead of a fresh initialisation (fine-tuning); it is trained
     in place, and its ``config`` must equal ``config.model`` (with the data's vocab_size).
@@ -146,8 +87,8 @@ class Trainer:
     def __init__(
         self,
         config: Config,
-        data: str | os.PathLike | Any = None,
-        out_dir: str | os.PathLike | None = None,
+        data: str | os.PathLike | TrainingData,
+        out_dir: str | os.PathLike,
         callbacks: Sequence[Callback] = (),
         resume: bool | TrainingState = False,
         oom_retry: bool = True,
@@ -155,15 +96,10 @@ class Trainer:
         cpu_threads: int | str = "auto",
         overwrite: bool = False,
         init_model: GPT | None = None,
-        *,
-        data_dir: str | os.PathLike | None = None,
     ) -> None:
         from llmlab.analysis import check_step_fits  # lazily: `import llmlab.train` stays light for the widgets
-        from llmlab.data.batches import PreparedData
+        from llmlab.data.batches import PreparedData, settings_from_data
 
-        if (data is None) == (data_dir is None) or out_dir is None:
-            raise TypeError("Trainer(config, data, out_dir): give the data (or data_dir=) once, and out_dir.")
-        data = data if data is not None else data_dir
         self.out_dir = Path(out_dir)
         self.messages: list[str] = []
         self.dist = runtime.dist_from_env()
@@ -173,7 +109,8 @@ class Trainer:
         self.data_dir = Path(data) if prepared else None
         self.data = PreparedData(data, config.model.block_size) if prepared else data
         self.meta, self.tokenizer = self.data.meta, self.data.tokenizer
-        config, self._data_note = self._apply_data(config)
+        where = self.data_dir if self.data_dir is not None else type(self.data).__name__
+        config, self._data_note = settings_from_data(config, self.meta, self.tokenizer, where)
         if self.dist.is_main:  # a writable folder, and no other run's checkpoints to replace unasked
             check_out_dir(self.out_dir, resume=bool(resume), overwrite=overwrite)
         self._overwrite = overwrite and not resume
@@ -216,13 +153,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.saved_step: int | None = None  # the step out_dir/last_checkpoint.bin holds from this run, if any
         self.resumed_from = ""
-        history = restore_state(self, state) if state is not None else {}
-        # The run's record, filled by fit(); a resumed run's starts with the earlier steps and evaluations.
-        self.result = TrainResult(
-            steps=[StepInfo(**s) for s in history.get("steps", [])],
-            evals=[EvalInfo(**e) for e in history.get("evals", [])],
-            best_val_loss=self.best_val_loss,
-        )
+        self.result = TrainResult()  # the run's record, filled by fit()
+        if state is not None:
+            self.load_state_dict(state)  # a resumed run's record starts with the earlier steps and evaluations
 
         self.compiled = self.plan.compile
         self.fwd_model: torch.nn.Module = self.raw_model
@@ -234,8 +167,6 @@ class Trainer:
 
         self._threads_before = torch.get_num_threads()  # fit() puts it back: a notebook's other work keeps it
         runtime.set_cpu_threads(cpu_threads, self.device)
-        if self.device.type == "cpu":
-            runtime.tune_cpu_allocator()  # fewer page faults per step (runtime.py says why)
         # The caller's callbacks, then the opt-in helpers the keyword arguments ask for (unless given already).
         self.callbacks = list(callbacks)
         if cpu_threads == "auto" and self.device.type == "cpu" and self._threads_before > 1:
@@ -246,7 +177,7 @@ class Trainer:
             self._add_helper(helpers.StuckHint(stuck_patience))
         self.flops_per_token = self.raw_model.estimate_flops_per_token()
         self.peak_flops = peak_flops_for(self.device)
-        self.signals = runtime.StopSignals()  # Ctrl-C / SIGTERM during fit()
+        self.signals = StopSignals()  # Ctrl-C / SIGTERM during fit()
         self.safe_step: int | None = None  # the step the training state is exactly at (None: mid-step)
         self._fitted = False
 
@@ -300,9 +231,11 @@ class Trainer:
                     window_t0, window_steps = time.perf_counter(), 0  # eval time is not training throughput
                 if stop:
                     break
-                signal_name = self.signals.agreed(step, self.dist, self.device, tc.log_interval)
+                signal_name = runtime.stop_agreed(
+                    self.signals.signal_name, step, self.dist, self.device, tc.log_interval
+                )
                 if signal_name:  # Ctrl-C / SIGTERM arrived during the last step: keep exactly this state, stop
-                    raise helpers.interrupted(self, signal_name)
+                    raise failures.interrupted(self, signal_name)
 
                 # ---- one optimizer step at the scheduled learning rate
                 lr = lr_at(step, tc, time_fraction)
@@ -403,9 +336,62 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------------
 
-    def training_state(self, step: int) -> TrainingState:
-        """Everything needed to continue this run exactly from ``step`` (see :mod:`llmlab.checkpoint`)."""
-        return capture_state(self, step)
+    def state_dict(self, step: int) -> TrainingState:
+        """Everything needed to continue this run exactly from ``step``: what a checkpoint holds."""
+        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        record = {
+            "steps": [vars(s).copy() for s in self.result.steps],
+            "evals": [vars(e).copy() for e in self.result.evals],
+        }
+        return TrainingState(
+            model=self.raw_model.state_dict(),
+            config=self.config.to_dict(),
+            tokenizer=self.tokenizer.to_dict(),
+            optimizer=self.optimizer.state_dict(),
+            iter=step,
+            best_val_loss=self.best_val_loss,
+            train_seconds=self.train_seconds,
+            rng=rng,
+            sampler=self.train_batches.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            data_meta=dict(self.meta),
+            history=record,
+        )
+
+    def load_state_dict(self, state: TrainingState) -> None:
+        """Continue from ``state`` (a checkpoint of this architecture): weights, optimizer, RNG, batches, record."""
+        source = state.source or str(self.out_dir / LAST_NAME)
+        load_model_state(self.raw_model, state.model)
+        if state.optimizer is None:
+            raise ValueError(
+                f"{source} has no optimizer state, so it cannot be resumed; start a fresh run in a new --out "
+                f"directory (or fine-tune from it)."
+            )
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.start_iter, self.best_val_loss, self.train_seconds = state.iter, state.best_val_loss, state.train_seconds
+        self.resumed_from = source
+        if Path(source).resolve() == (self.out_dir / LAST_NAME).resolve():
+            self.saved_step = state.iter  # the file still holds the step this run starts from
+        if "cpu" in state.rng:
+            torch.set_rng_state(state.rng["cpu"])
+        cuda_rng = state.rng.get("cuda")
+        if cuda_rng is not None and self.device.type == "cuda" and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        if state.sampler_by_rank and len(state.sampler_by_rank) == self.dist.world_size:
+            self.train_batches.load_state_dict(state.sampler_by_rank[self.dist.rank])
+        elif state.sampler is not None:  # every rank draws as many batches: rank 0's position is everyone's
+            self.train_batches.load_state_dict(state.sampler)
+        if self.dist.rank:
+            torch.manual_seed(self.config.train.seed + self.dist.rank + self.start_iter)
+        self.result = TrainResult(
+            steps=[StepInfo(**s) for s in state.history.get("steps", [])],
+            evals=[EvalInfo(**e) for e in state.history.get("evals", [])],
+            best_val_loss=self.best_val_loss,
+        )
 
     def save(self, step: int, is_best: bool) -> None:
         """Write ``last_checkpoint.bin`` (and ``best_checkpoint.bin``); every rank calls it, rank 0 writes."""
@@ -413,7 +399,7 @@ class Trainer:
         samplers = runtime.gather_objects(self.train_batches.state_dict(), self.dist)
         if not self.dist.is_main:
             return
-        state = self.training_state(step)
+        state = self.state_dict(step)
         state.sampler_by_rank = samplers
         save_checkpoint(self.out_dir / LAST_NAME, state)
         self.saved_step = step
@@ -421,17 +407,6 @@ class Trainer:
             save_checkpoint(self.out_dir / BEST_NAME, state)
 
     # ---- setup helpers -----------------------------------------------------------------------------
-
-    def _apply_data(self, config: Config) -> tuple[Config, str]:
-        """The data decides vocab_size and the tokenizer: apply both, and say so (once) where the config differs."""
-        decided: dict[str, Any] = {"vocab_size": int(self.meta["vocab_size"])}
-        if self.tokenizer.name in ("char", "bpe", "gpt2"):  # a config names a base tokenizer (not e.g. "chat")
-            decided["tokenizer"] = self.tokenizer.name
-        asked = {"vocab_size": config.model.vocab_size, "tokenizer": config.train.tokenizer}
-        changed = [f"{k}={v!r} (the config said {asked[k]!r})" for k, v in decided.items() if v != asked[k]]
-        where = self.data_dir if self.data_dir is not None else type(self.data).__name__
-        note = f"note: the data in {where} sets {', '.join(changed)}." if changed else ""
-        return config.override(decided), note
 
     def _initial_model(self, init_model: GPT | None) -> GPT:
         """A fresh GPT for ``self.config.model``, or ``init_model`` when its settings are exactly those."""
@@ -524,7 +499,7 @@ class Trainer:
         """Tell the callbacks; a KeyboardInterrupt is reported as :class:`TrainingInterrupted` (what was saved)."""
         if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
             try:
-                error = helpers.interrupted(self, None)
+                error = failures.interrupted(self, None)
             except BaseException as failed:  # e.g. the disk is full: report that, not the interrupt
                 error = failed
         self._emit("on_train_abort", error)
@@ -537,7 +512,7 @@ class Trainer:
 
     def _check_finite(self, value: float, step: int, what: str, lr: float) -> None:
         if not math.isfinite(value):
-            raise helpers.diverged(self, value, step, what, lr)
+            raise failures.diverged(self, value, step, what, lr)
 
     def _retry_on_oom(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``; after a CUDA out-of-memory error, as the callbacks decide: smaller micro-batch, or stop."""
@@ -545,4 +520,24 @@ class Trainer:
             try:
                 return fn(*args)
             except OutOfMemoryError as error:
-                helpers.recover_from_oom(self, error)
+                self.optimizer.zero_grad(set_to_none=True)
+                gc.collect()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._use_micro_batch(failures.oom_batch_size(self, self._emit("on_oom", error)))
+
+    def _use_micro_batch(self, new: int) -> None:
+        """Go on with micro-batches of ``new`` sequences, more of them per step: the same sequences per step."""
+        tc = self.config.train
+        b, accum = tc.batch_size, tc.grad_accum_steps * (tc.batch_size // new)
+        self.config = self.config.override(batch_size=new, grad_accum_steps=accum)
+        # The same stream, continued from where it is: fresh batches, never a replay of earlier ones, and a resumed
+        # run continues it exactly (the checkpoint records the position and the new batch size).
+        position = self.train_batches.state_dict()
+        self.train_batches = self._batches("train", new, tc.seed)
+        self.train_batches.load_state_dict({**position, "batch_size": new})
+        self.log(
+            f"out of memory at batch_size={b}: retrying with batch_size={new}, grad_accum_steps={accum} "
+            f"(same {b * tc.grad_accum_steps} sequences per step). Next time start with "
+            f"--set batch_size={new} grad_accum_steps={accum}."
+        )

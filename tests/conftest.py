@@ -6,12 +6,20 @@ Everything a test writes goes under pytest's temporary folders: a test run never
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llmlab.config import Config, get_preset
+
+# A shell starts a background job (`make test &`, `nohup make test &`) with SIGINT ignored, and an ignored signal
+# stays ignored in every process started from it: the tests that press Ctrl-C on a child (a prepare, a training
+# run) would then test nothing. Python's own default makes the suite independent of how it was launched; the
+# children then get the default disposition at exec and install Python's handler themselves.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # ~60 KB of the embedded corpus: enough windows for block 16, small enough to prepare in well under a second.
 CORPUS_CHARS = 60_000

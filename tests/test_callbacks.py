@@ -11,20 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from llmlab.callbacks import (
-    Callback,
-    EvalInfo,
-    MetricsLogger,
-    OOMRetry,
-    StepInfo,
-    StuckHint,
-    ThreadTuner,
-    TrainResult,
-    divergence_advice,
-    nearest_preset,
-    smaller_batch,
-)
+from llmlab.callbacks import Callback, EvalInfo, MetricsLogger, OOMRetry, StepInfo, StuckHint, ThreadTuner, TrainResult
 from llmlab.config import get_preset
+from llmlab.failures import divergence_advice, nearest_preset, smaller_batch
 from llmlab.runtime import DistInfo
 
 

@@ -12,19 +12,16 @@ import pytest
 import torch
 
 from llmlab.checkpoint import (
-    FORMAT_VERSION,
     CheckpointWriteError,
-    TrainingState,
     check_out_dir,
-    clean_state_dict,
     describe_checkpoint,
     load_checkpoint,
-    load_model_state,
     load_resume_state,
     load_training_state,
     model_from_checkpoint,
     save_checkpoint,
 )
+from llmlab.checkpoint_state import FORMAT_VERSION, TrainingState, clean_state_dict, load_model_state
 from llmlab.config import Config, ModelConfig
 from llmlab.model import GPT
 from llmlab.tokenizers import get_tokenizer

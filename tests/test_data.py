@@ -31,6 +31,7 @@ from llmlab.data import (
     load_tokenizer_for,
     prepare,
 )
+from llmlab.data.batches import _dtype_for
 from llmlab.tokenizers import CharTokenizer, Tokenizer, get_tokenizer
 
 # The module behind llmlab.data.prepare(): monkeypatch its globals to intercept what prepare() calls.
@@ -202,9 +203,9 @@ def test_large_vocabulary_uses_uint32(tmp_path):
     assert sorted(np.concatenate([train, val]).tolist()) == sorted(
         sum((tok.encode(d) + [tok.eot_token] for d in DOCS), [])
     )
-    assert data._dtype_for(65_536) == np.uint16 and data._dtype_for(65_537) == np.uint32
+    assert _dtype_for(65_536) == np.uint16 and _dtype_for(65_537) == np.uint32
     with pytest.raises(ValueError, match="vocab_size=4,294,967,297 is too large"):
-        data._dtype_for(2**32 + 1)
+        _dtype_for(2**32 + 1)
 
 
 # ---------------------------------------------------------------------------------------------- sources

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmlab.callbacks import MetricsLogger
 from llmlab.checkpoint import load_checkpoint
 from llmlab.config import Config
-from llmlab.train import MetricsLogger, Trainer
+from llmlab.train import Trainer
 
 STEPS, MICRO_BATCH, ACCUM = 6, 3, 2
 
@@ -31,7 +32,8 @@ SCRIPT = textwrap.dedent(
     import json, os, sys
     import torch
     from llmlab.config import Config
-    from llmlab.train import MetricsLogger, Trainer
+    from llmlab.callbacks import MetricsLogger
+    from llmlab.train import Trainer
 
     config, data_dir, out_dir = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     trainer = Trainer(Config.from_dict(config), data_dir, out_dir, callbacks=[MetricsLogger(out_dir + "/m.jsonl")])

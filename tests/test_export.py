@@ -16,7 +16,7 @@ from llmlab.train import Trainer  # noqa: E402
 
 def _train(data: Path, out: Path, tiny_config) -> Path:
     Trainer(
-        tiny_config(max_iters=4, eval_interval=2, tokenizer=data.name.removeprefix("data_")), data_dir=data, out_dir=out
+        tiny_config(max_iters=4, eval_interval=2, tokenizer=data.name.removeprefix("data_")), data=data, out_dir=out
     ).fit()
     return out / "best_checkpoint.bin"
 

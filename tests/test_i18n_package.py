@@ -117,7 +117,7 @@ def test_the_cpu_note_says_why_in_japanese(japanese: None) -> None:
 def test_divergence_and_interrupt_messages_speak_japanese(
     japanese: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from llmlab.failures import TrainingError, TrainingInterrupted, diverged, interrupted, recover_from_oom
+    from llmlab.failures import TrainingError, TrainingInterrupted, diverged, interrupted, oom_batch_size
     from llmlab.train import Trainer
 
     text = "To be, or not to be, that is the question.\n" * 200
@@ -143,4 +143,4 @@ def test_divergence_and_interrupt_messages_speak_japanese(
 
     trainer.config = trainer.config.override(batch_size=1)
     with pytest.raises(TrainingError, match=r"でメモリが足りません（batch_size=1、.*--set block_size=8 を試して"):
-        recover_from_oom(trainer, RuntimeError("out of memory"))
+        oom_batch_size(trainer, [])  # no callback chose a smaller batch

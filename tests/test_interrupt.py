@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.train import MetricsLogger
+from llmlab.callbacks import MetricsLogger
 
 MAX_ITERS = 400
 ARGS = [

@@ -20,6 +20,7 @@ FLOORS = {
     "validate": 0,
     "files": 0,
     "i18n": 0,
+    "signals": 0,
     "config": 1,
     "corpus": 1,
     "plots": 1,
@@ -31,6 +32,7 @@ FLOORS = {
     "muon": 2,
     "head_loss": 2,
     "model_parts": 2,
+    "schedule": 2,
     "model": 3,
     "checkpoint_state": 3,
     "sft": 3,
@@ -42,23 +44,24 @@ FLOORS = {
     "data.tokenizing": 4,
     "data.batches": 4,
     "data.outputs": 4,
+    "trainer_view": 5,
     "data.processing": 5,
     "data.prepare": 6,
     "data": 7,
-    "callbacks": 6,
-    "train": 7,
+    "failures": 6,
+    "callbacks": 7,
+    "train": 8,
     "export": 5,
-    "failures": 5,
-    "finetune": 8,
-    "doctor": 8,
-    "widgets.base": 8,
-    "widgets.live": 9,
-    "widgets.explorer": 9,
-    "widgets.sampling": 9,
-    "widgets.race": 10,
-    "widgets.experiment": 10,
-    "widgets": 11,
-    "cli": 11,
+    "finetune": 9,
+    "doctor": 9,
+    "widgets.base": 9,
+    "widgets.live": 10,
+    "widgets.explorer": 10,
+    "widgets.sampling": 10,
+    "widgets.race": 11,
+    "widgets.experiment": 11,
+    "widgets": 12,
+    "cli": 12,
 }
 # The package facade and `python -m llmlab` sit above everything and import lazily.
 OUTSIDE = {"__init__", "__main__"}
@@ -136,3 +139,31 @@ def test_light_modules_stay_light() -> None:
         "import llmlab.data.batches; assert 'datasets' not in sys.modules, 'batches imports datasets'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _trainer_names(node: ast.AST) -> bool:
+    """``trainer`` or ``self.trainer`` / ``x.trainer``: an expression that names a Trainer."""
+    return (isinstance(node, ast.Name) and node.id == "trainer") or (
+        isinstance(node, ast.Attribute) and node.attr == "trainer"
+    )
+
+
+def test_only_train_touches_a_trainers_private_attributes_and_nobody_types_it_any() -> None:
+    """The Trainer owns its state: elsewhere it is a TrainerView (llmlab.trainer_view), read through public names."""
+    problems = []
+    for name, path in _modules().items():
+        if name == "train":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and _trainer_names(node.value):
+                problems.append(f"llmlab/{path.relative_to(PACKAGE)}:{node.lineno} reads trainer.{node.attr}")
+            if isinstance(node, ast.arg) and node.arg == "trainer" and node.annotation is not None:
+                if ast.unparse(node.annotation) in ("Any", "typing.Any"):
+                    problems.append(f"llmlab/{path.relative_to(PACKAGE)}:{node.lineno} types trainer as Any")
+    assert not problems, "; ".join(problems)
+
+
+def test_the_private_attribute_check_sees_a_violation(tmp_path: Path) -> None:
+    tree = ast.parse("def f(trainer: Any):\n    trainer._emit('x')\n    self.trainer._batches\n")
+    seen = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _trainer_names(n.value)]
+    assert sorted(seen) == ["_batches", "_emit"]

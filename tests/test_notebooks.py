@@ -129,7 +129,7 @@ def test_experiment_panel_is_exercised_without_a_browser() -> None:
 def test_checkpoint_handover_between_04_and_05() -> None:
     saved = _code(_read("04_training_loop"))
     loaded = _code(_read("05_sampling"))
-    assert 'OUT = course_path("out/course_model")' in saved and "Trainer(main, data_dir=DATA, out_dir=OUT" in saved
+    assert 'OUT = course_path("out/course_model")' in saved and "Trainer(main, data=DATA, out_dir=OUT" in saved
     assert 'course_path("out/course_model")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
     assert "model_from_checkpoint(CHECKPOINT" in loaded
     assert "if not CHECKPOINT.exists():" in loaded and "Trainer(" in loaded  # 05 alone trains its own

@@ -23,11 +23,10 @@ from llmlab.runtime import (
     gather_objects,
     grad_scaler_for,
     peak_flops_for,
+    runtime_plan,
     select_device,
-    select_dtype,
     set_cpu_threads,
     setup_distributed,
-    should_compile,
 )
 
 
@@ -60,19 +59,19 @@ def test_explain_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sees no GPU" in explain_device(torch.device("cpu"))
 
 
-def test_select_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The wrapper asks the device, then applies runtime.choose_runtime (tested case by case in test_runtime_selection).
+def test_runtime_plan_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    # runtime_plan asks the device, then applies runtime.choose_runtime (tested case by case in test_runtime_selection).
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
-    assert select_dtype("auto", cuda) == torch.bfloat16
+    assert runtime_plan("auto", "false", cuda).dtype == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
-    assert select_dtype("auto", cuda) == torch.float16  # pre-Ampere GPUs: fp16 + GradScaler
-    assert select_dtype("auto", cpu) == torch.float32
-    assert select_dtype("bfloat16", cpu) == torch.bfloat16
+    assert runtime_plan("auto", "false", cuda).dtype == torch.float16  # pre-Ampere GPUs: fp16 + GradScaler
+    assert runtime_plan("auto", "false", cpu).dtype == torch.float32
+    assert runtime_plan("bfloat16", "false", cpu).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype='fp8'"):
-        select_dtype("fp8", cpu)
+        runtime_plan("fp8", "false", cpu)
 
 
 def test_autocast_and_grad_scaler_follow_the_dtype() -> None:
@@ -84,18 +83,18 @@ def test_autocast_and_grad_scaler_follow_the_dtype() -> None:
     assert grad_scaler_for(cpu, torch.bfloat16) is None and grad_scaler_for(cpu, torch.float32) is None
 
 
-def test_should_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runtime_plan_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(runtime, "_triton_available", lambda: True)
-    assert should_compile("auto", torch.device("cuda")) is True
+    assert runtime_plan("float32", "auto", torch.device("cuda")).compile is True
     monkeypatch.setattr(runtime, "_triton_available", lambda: False)
-    assert should_compile("auto", torch.device("cuda")) is False  # no Triton: eager, with a note
-    assert should_compile("auto", torch.device("cpu")) is False
-    assert should_compile("true", torch.device("cpu")) is True
-    assert should_compile("false", torch.device("cuda")) is False
+    assert runtime_plan("float32", "auto", torch.device("cuda")).compile is False  # no Triton: eager, with a note
+    assert runtime_plan("float32", "auto", torch.device("cpu")).compile is False
+    assert runtime_plan("float32", "true", torch.device("cpu")).compile is True
+    assert runtime_plan("float32", "false", torch.device("cuda")).compile is False
     with pytest.raises(ValueError, match="compile='yes'"):
-        should_compile("yes", torch.device("cpu"))
+        runtime_plan("float32", "yes", torch.device("cpu"))
 
 
 def test_set_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,33 +129,9 @@ def test_single_process_collectives_are_identities() -> None:
     assert setup_distributed(single, "cpu") == (torch.device("cpu"), False)
 
 
-def test_stop_signals_ask_once_then_stop_at_once_and_restore_the_handlers() -> None:
-    import os
-    import signal
-    import threading
-
-    before = signal.getsignal(signal.SIGINT)
-    with runtime.StopSignals() as stop:
-        os.kill(os.getpid(), signal.SIGINT)  # the first: only recorded, the work goes on
-        assert stop.signal_name == "SIGINT" and not stop.forced
-        assert stop.agreed(5, DistInfo(), torch.device("cpu")) == "SIGINT"
-        with pytest.raises(KeyboardInterrupt, match="SIGINT again"):
-            os.kill(os.getpid(), signal.SIGINT)  # the second: now
-        assert stop.forced
-    assert signal.getsignal(signal.SIGINT) is before
-    # Outside the main thread nothing is installed (signal.signal would fail there).
-    seen: list[object] = []
-    thread = threading.Thread(target=lambda: seen.append(runtime.StopSignals().__enter__()._previous))
-    thread.start()
-    thread.join()
-    assert seen == [{}]
-    # A signal the parent ignores (a background job's SIGINT) stays ignored.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with runtime.StopSignals():
-            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, before)
+def test_stop_agreed_single_process_is_the_signal_itself() -> None:
+    assert runtime.stop_agreed("SIGINT", 5, DistInfo(), torch.device("cpu"), every=10) == "SIGINT"
+    assert runtime.stop_agreed(None, 10, DistInfo(), torch.device("cpu"), every=10) is None
 
 
 def test_any_rank_single_process() -> None:
@@ -231,8 +206,11 @@ def _llmlab_imports(module: str) -> set[str]:
     "module, allowed",
     [
         ("runtime", {"llmlab.config", "llmlab.i18n"}),
-        ("callbacks", {"llmlab.config", "llmlab.metrics", "llmlab.failures"}),
-        ("failures", {"llmlab.config", "llmlab.metrics", "llmlab.i18n"}),
+        ("callbacks", {"llmlab.config", "llmlab.metrics", "llmlab.failures", "llmlab.trainer_view"}),
+        (
+            "failures",
+            {"llmlab.config", "llmlab.metrics", "llmlab.i18n", "llmlab.checkpoint_state", "llmlab.trainer_view"},
+        ),
         (
             "checkpoint",
             {

@@ -16,21 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmlab.callbacks import Callback, EvalInfo, MetricsLogger, ProgressBar, StepInfo
 from llmlab.checkpoint import load_checkpoint
 from llmlab.config import Config, TrainConfig
+from llmlab.failures import TrainingError, TrainingInterrupted
+from llmlab.metrics import bits_per_byte
 from llmlab.model import GPT
-from llmlab.train import (
-    Callback,
-    EvalInfo,
-    MetricsLogger,
-    ProgressBar,
-    StepInfo,
-    Trainer,
-    TrainingError,
-    TrainingInterrupted,
-    bits_per_byte,
-    lr_at,
-)
+from llmlab.schedule import lr_at
+from llmlab.train import Trainer
 
 TinyConfig = Callable[..., Config]
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from llmlab.callbacks import MetricsLogger
 from llmlab.config import Config
-from llmlab.train import MetricsLogger
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     from llmlab.config import Config
-    from llmlab.train import Callback, MetricsLogger, Trainer
+    from llmlab.callbacks import Callback, MetricsLogger
+    from llmlab.train import Trainer
 
     config, data_dir, out_dir, metrics, delay = json.loads(sys.argv[1]), *sys.argv[2:5], float(sys.argv[5])
 

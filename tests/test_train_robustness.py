@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 import torch
 
+from llmlab.callbacks import Callback, StepInfo
 from llmlab.checkpoint import CheckpointWriteError, load_checkpoint
 from llmlab.config import Config
+from llmlab.failures import TrainingError, TrainingInterrupted
 from llmlab.model import GPT
 from llmlab.tokenizers import get_tokenizer
-from llmlab.train import Callback, StepInfo, Trainer, TrainingError, TrainingInterrupted
+from llmlab.train import Trainer
 
 TinyConfig = Callable[..., Config]
 
@@ -430,12 +432,10 @@ def test_starting_weights_must_match_the_config(char_data: Path, tiny_config: Ti
     assert Trainer(tiny_config(), char_data, tmp_path / "c", init_model=same).raw_model is same
 
 
-def test_data_dir_keyword_still_works_and_data_is_given_once(
-    char_data: Path, tiny_config: TinyConfig, tmp_path: Path
-) -> None:
-    trainer = Trainer(tiny_config(), data_dir=char_data, out_dir=tmp_path / "out")  # the notebooks' call
+def test_data_is_given_one_way(char_data: Path, tiny_config: TinyConfig, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(), data=char_data, out_dir=tmp_path / "out")  # the notebooks' call
     assert trainer.data_dir == char_data and trainer.meta["vocab_size"] == trainer.tokenizer.vocab_size
-    with pytest.raises(TypeError, match="give the data"):
-        Trainer(tiny_config(), char_data, tmp_path / "out", data_dir=char_data)
-    with pytest.raises(TypeError, match="give the data"):
+    with pytest.raises(TypeError, match="data_dir"):  # the old alias is gone: one name for one thing
+        Trainer(tiny_config(), data_dir=char_data, out_dir=tmp_path / "out")
+    with pytest.raises(TypeError, match="data"):
         Trainer(tiny_config(), out_dir=tmp_path / "out")

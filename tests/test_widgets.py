@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from llmlab import widgets
+from llmlab.callbacks import EvalInfo, StepInfo
 from llmlab.config import Config, ModelConfig, TrainConfig
 from llmlab.model import GPT
+from llmlab.schedule import lr_at
 from llmlab.tokenizers import get_tokenizer
-from llmlab.train import EvalInfo, StepInfo, lr_at
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"

@@ -41,7 +41,6 @@ from __future__ import annotations
 from llmlab.data.batches import (
     FORMAT_VERSION,
     TokenBatches,
-    _dtype_for,  # noqa: F401  (private; tests check the dtype rule through the package)
     check_compatible,
     load_meta,
     load_tokenizer_for,

@@ -20,15 +20,19 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from llmlab.i18n import tr
 from llmlab.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_dict
 
-if TYPE_CHECKING:  # imported where used: torch is slow to import, and preparing data does not need it
+if TYPE_CHECKING:
     import torch
+
+    from llmlab.config import (
+        Config,  # imported where used: torch is slow to import, and preparing data does not need it
+    )
 
 __all__ = [
     "FORMAT_VERSION",
@@ -295,6 +299,38 @@ class TokenBatches:
             )
         self.seed = int(state.get("seed", self.seed))
         self.step = int(state["step"])
+
+
+def settings_from_data(
+    config: Config, meta: Mapping[str, Any], tokenizer: Tokenizer, where: object
+) -> tuple[Config, str]:
+    """The data decides ``vocab_size`` and the tokenizer: ``config`` with both applied, and a note (once) where the
+    config said otherwise (empty when it did not)."""
+    decided: dict[str, Any] = {"vocab_size": int(meta["vocab_size"])}
+    if tokenizer.name in ("char", "bpe", "gpt2"):  # a config names a base tokenizer (not e.g. "chat")
+        decided["tokenizer"] = tokenizer.name
+    asked = {"vocab_size": config.model.vocab_size, "tokenizer": config.train.tokenizer}
+    changed = [f"{k}={v!r} (the config said {asked[k]!r})" for k, v in decided.items() if v != asked[k]]
+    note = f"note: the data in {where} sets {', '.join(changed)}." if changed else ""
+    return config.override(decided), note
+
+
+class TrainingData(Protocol):
+    """What :class:`llmlab.train.Trainer` trains on: a prepared folder (:class:`PreparedData`), or any object with
+    these three members (e.g. :class:`llmlab.finetune.FineTuneData`).
+
+    - ``meta``: a mapping with ``vocab_size`` (it sets the model's), ``val_tokens`` and ``val_bytes`` (val loss ->
+      bits per byte); saved in checkpoints as ``data_meta``;
+    - ``tokenizer``: a :class:`~llmlab.tokenizers.Tokenizer` (saved in checkpoints);
+    - ``batches(split, batch_size, seed, rank, world_size, device)``: a sampler for ``"train"`` / ``"val"`` with
+      ``next()`` -> ``(x, y)`` int64 ``(B, T)`` tensors on ``device`` (y = -1 is ignored by the loss),
+      ``eval_batches(n)`` (the same n batches at every call) and ``state_dict()`` / ``load_state_dict()``.
+    """
+
+    meta: Mapping[str, Any]
+    tokenizer: Tokenizer
+
+    def batches(self, split: str, batch_size: int, seed: int, rank: int, world_size: int, device: str) -> Any: ...
 
 
 class PreparedData:

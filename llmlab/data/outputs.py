@@ -7,15 +7,16 @@
   lock is an flock, which the OS releases however the process ends; elsewhere an O_EXCL lock file;
 - finished outputs are swapped in atomically: each is written under a temporary name (``<name>.tmp``) first;
   once all are complete, :func:`_swap_in` removes the old ``meta.json`` and renames the new files into place,
-  ``meta.json`` last, holding Ctrl-C and SIGTERM back meanwhile (:func:`_signals_deferred`). An interrupted or
-  failed run leaves the earlier complete outputs as they were, and never a ``train.bin`` that looks complete
-  (``meta.json`` vouches for the other files);
-- while a run writes, SIGTERM raises an exception as Ctrl-C does (:func:`_interrupts_clean_up`), so that its
-  temporary files, its work folder (``<out>/.prepare-<pid>``) and the lock are removed;
+  ``meta.json`` last, holding Ctrl-C and SIGTERM back meanwhile (:func:`llmlab.signals.signals_deferred`). An
+  interrupted or failed run leaves the earlier complete outputs as they were, and never a ``train.bin`` that
+  looks complete (``meta.json`` vouches for the other files);
+- while a run writes, SIGTERM raises an exception as Ctrl-C does (:func:`llmlab.signals.interrupts_clean_up`), so
+  that its temporary files, its work folder (``<out>/.prepare-<pid>``) and the lock are removed;
 - an OSError met while writing (a full disk, a read-only folder) becomes one clear :class:`OutputFolderError`
   naming the path and what to do (:func:`_write_failed`).
 
-Nothing here knows about tokens or datasets, and it imports no other llmlab module: the caller names its outputs.
+Nothing here knows about tokens or datasets (the caller names its outputs); it imports only :mod:`llmlab.files` and
+:mod:`llmlab.signals`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from llmlab.files import fsync_dir as _fsync_dir
+from llmlab.signals import signals_deferred
 
 try:  # POSIX: the folder lock is an flock, which the OS releases however the process ends
     import fcntl
@@ -229,7 +228,7 @@ def _swap_in(tmp: Mapping[str, Path], out: Path) -> None:
     An OSError is raised as :class:`OutputFolderError` naming the output it failed on."""
     writing = out / "meta.json"
     try:
-        with _signals_deferred():
+        with signals_deferred():
             writing.unlink(missing_ok=True)
             for name, path in tmp.items():
                 writing = out / name
@@ -237,72 +236,3 @@ def _swap_in(tmp: Mapping[str, Path], out: Path) -> None:
     except OSError as e:
         raise _write_failed(e, writing, out) from None
     _fsync_dir(out)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Signals: cleanup runs on Ctrl-C and SIGTERM, and the swap is not cut in two
-# --------------------------------------------------------------------------------------------------------
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an exception so that cleanup code runs (a KeyboardInterrupt, so libraries that clean
-    up after Ctrl-C, as ``datasets.map`` does, clean up after it too)."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"terminated by signal {signum}")
-        self.signum = signum
-
-
-@contextmanager
-def _interrupts_clean_up() -> Iterator[None]:
-    """For the duration: SIGTERM raises an exception, as Ctrl-C does, so that temporary files and the lock are
-    removed. Once one of them has, a second one waits until that cleanup is done (a third interrupts it, should
-    it hang). At the end a SIGTERM ends the process as it would have without this (exit status 128 + 15).
-
-    Only in the main thread, and only for signals whose handler is Python's default (a handler the program
-    installed is left alone)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    ours = [s for s, h in defaults.items() if signal.getsignal(s) is h]
-    owner, received = os.getpid(), []
-
-    def handler(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:  # a forked tokenizing worker: behave as without this handler
-            if signum == signal.SIGINT:
-                signal.default_int_handler(signum, frame)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        received.append(signum)
-        if len(received) != 2:  # the first one interrupts; the second waits for its cleanup
-            raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated(signum)
-
-    for s in ours:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s in ours:
-            signal.signal(s, defaults[s])
-        if signal.SIGTERM in received and signal.SIGTERM in ours:  # cleanup done: end as SIGTERM does
-            os.kill(os.getpid(), signal.SIGTERM)
-            raise SystemExit(128 + signal.SIGTERM)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C / SIGTERM back for the few renames that swap the outputs in, then deliver them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        for s in dict.fromkeys(pending):
-            signal.raise_signal(s)

@@ -42,43 +42,26 @@ import numpy as np
 from llmlab.data.batches import BIN_FILES, FORMAT_VERSION, _dtype_for, load_meta
 from llmlab.data.outputs import (
     _DISK_FULL,
-    LOCK_NAME,  # noqa: F401  (re-exported: defined here before the split)
     OutputFolderBusyError,
     OutputFolderError,
-    _acquire_lock,  # noqa: F401
-    _fsync_dir,  # noqa: F401
-    _interrupts_clean_up,
-    _lock_busy,  # noqa: F401
-    _make_dirs,  # noqa: F401
     _output_folder,
-    _release_lock,  # noqa: F401
-    _remove_empty,  # noqa: F401
     _remove_stale_work_dirs,
-    _remove_temporaries,  # noqa: F401
-    _signals_deferred,  # noqa: F401
     _swap_in,
-    _Terminated,  # noqa: F401
     _work_dir,
     _write_failed,
 )
 from llmlab.data.processing import (
-    BPE_SAMPLE_CHARS,  # noqa: F401  (re-exported: defined here before the split)
     DEFAULT_SEED,
-    MAP_BATCH_DOCS,  # noqa: F401
-    SPLITS,  # noqa: F401
     _check_split_args,
     _check_tokenizer_arg,
-    _content_key,  # noqa: F401
     _default_out,
-    _load_and_process,  # noqa: F401
     _pipeline_info,
-    _progress_bars,  # noqa: F401
-    _resolve_tokenizer,  # noqa: F401
     load_and_process_dataset,
     save_processed_dataset,
 )
 from llmlab.data.sources import DEFAULT_TOKENIZER, default_data_dir, resolve_source
 from llmlab.data.tokenizing import _auto_split
+from llmlab.signals import interrupts_clean_up
 from llmlab.tokenizers import Tokenizer
 
 if TYPE_CHECKING:  # imported where used: datasets is slow to import
@@ -154,7 +137,7 @@ def create_memmap_files(
     """
     info = _pipeline_info(tokenized)
     out = Path(out_dir) if out_dir is not None else _default_out(info)
-    with _interrupts_clean_up(), _output_folder(out, OUTPUTS):
+    with interrupts_clean_up(), _output_folder(out, OUTPUTS):
         return _write_outputs(tokenized, info, out, progress=progress, extra_meta=extra_meta)
 
 
@@ -319,7 +302,7 @@ def prepare(
                 f"{meta['tokenizer']}, {_split_note(meta)}); force=True (--force) rebuilds"
             )
         return meta
-    with _interrupts_clean_up(), _output_folder(out, OUTPUTS):
+    with interrupts_clean_up(), _output_folder(out, OUTPUTS):
         _remove_stale_work_dirs(out)
         work = _work_dir(out)  # same file system as out: cheap, and removed at the end
         shutil.rmtree(work, ignore_errors=True)

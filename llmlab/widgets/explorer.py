@@ -11,7 +11,7 @@ import ipywidgets as W
 from llmlab import plots
 from llmlab.analysis import format_bytes, memory_estimate, minimum_step_memory, parameters_by_component
 from llmlab.config import Config, ModelConfig, TrainConfig, get_preset
-from llmlab.train import lr_at
+from llmlab.schedule import lr_at
 from llmlab.widgets.base import Panel, divisors, in_notebook, max_lr_slider, nearest_heads, show_in
 
 __all__ = ["ParameterExplorer", "LRSchedulePanel"]

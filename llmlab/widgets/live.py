@@ -21,9 +21,11 @@ from IPython.display import clear_output, display
 from matplotlib.figure import Figure
 
 from llmlab import plots
+from llmlab.callbacks import Callback
 from llmlab.config import Config
 from llmlab.i18n import tr
-from llmlab.train import Callback, Trainer
+from llmlab.train import Trainer
+from llmlab.trainer_view import TrainerView
 from llmlab.validate import check_choice
 from llmlab.widgets.base import in_notebook
 
@@ -80,7 +82,7 @@ class LivePlot(Callback):
         self._last_draw = 0.0
 
     # The trainer's hooks ------------------------------------------------------------------------
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self.train.clear()
         self.val.clear()
         for points in self.points.values():
@@ -92,12 +94,12 @@ class LivePlot(Callback):
         vocab = getattr(getattr(getattr(trainer, "config", None), "model", None), "vocab_size", None)
         self.baseline = math.log(vocab) if vocab else None
 
-    def on_step_end(self, trainer: Any, info: Any) -> None:
+    def on_step_end(self, trainer: TrainerView, info: Any) -> None:
         self.train.append((self._x(info), float(info.loss)))
         self.points["train"].append((int(info.step), float(info.elapsed), float(info.loss)))
         self._redraw_if_due()
 
-    def on_eval(self, trainer: Any, info: Any) -> None:
+    def on_eval(self, trainer: TrainerView, info: Any) -> None:
         self.val.append((self._x(info), float(info.val_loss)))
         self.points["val"].append((int(info.step), float(info.elapsed), float(info.val_loss)))
         self._redraw_if_due()
@@ -110,7 +112,7 @@ class LivePlot(Callback):
     def _x(self, info: Any) -> float:
         return int(info.step) if self.x == "step" else float(info.elapsed)
 
-    def on_message(self, trainer: Any, message: str) -> None:
+    def on_message(self, trainer: TrainerView, message: str) -> None:
         # Trainer hints (device, divergence, "loss is stuck"): printed at the top level, kept under the
         # chart inside a panel (where a print would be wiped by the next redraw).
         if message in self.seen_messages:
@@ -120,7 +122,7 @@ class LivePlot(Callback):
         if self.output is None:
             print(message)
 
-    def on_train_end(self, trainer: Any, result: Any) -> None:
+    def on_train_end(self, trainer: TrainerView, result: Any) -> None:
         self.redraw()
 
     # Drawing --------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ def run_experiment(
     label = label or f"C={config.model.embedding_size} h={config.model.num_heads} d={config.model.depth}"
     recorder = live if live is not None else LivePlot(label=label, show=False)  # records the curves
     recorder.label = label
-    trainer = Trainer(config, data_dir=data_dir, out_dir=out_dir, callbacks=[*callbacks, recorder], overwrite=overwrite)
+    trainer = Trainer(config, data=data_dir, out_dir=out_dir, callbacks=[*callbacks, recorder], overwrite=overwrite)
     result = trainer.fit()
     last = result.evals[-1]  # the trainer always evaluates at the final step
     settings = {
