@@ -35,12 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from llmlab.config import Config, get_preset
-from llmlab.data import TokenBatches, prepare
-from llmlab.metrics import bits_per_byte
+from llmlab.data import TokenBatches, load_meta, prepare
+from llmlab.metrics import sequence_bits_per_byte
 from llmlab.model import GPT
 from llmlab.runtime import peak_flops_for
 from llmlab.schedule import lr_at
@@ -309,18 +309,11 @@ def train_for(
     return step, time.perf_counter() - t0
 
 
-@torch.no_grad()
 def full_split_bpb(model: torch.nn.Module, data_dir: Path, config: Config, split: str) -> float:
     """Exact bits per byte of a model over a whole split (the trainer's figure samples windows)."""
-    model.eval()
-    total, count = 0.0, 0
-    batches = TokenBatches(data_dir, split, config.model.block_size, 64)
-    for x, y in batches.sequential_batches():  # (B, T) each; padding targets are -1
-        logits, _ = model(x, y)  # (B, T, V): with targets, both llmlab's and nanoGPT's models give every position
-        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
-        count += int((y != -1).sum())
-    meta = batches.meta
-    return bits_per_byte(total / count, meta[f"{split}_tokens"], meta[f"{split}_bytes"])
+    meta = load_meta(data_dir)
+    ids = np.memmap(data_dir / f"{split}.bin", dtype=meta["dtype"], mode="r")
+    return sequence_bits_per_byte(model, ids, meta[f"{split}_bytes"], config.model.block_size)
 
 
 def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:

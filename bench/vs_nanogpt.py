@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import pickle
 import shutil
@@ -36,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/train.py)
@@ -44,6 +42,7 @@ from train import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402
 from llmlab.cli import parse_overrides  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.corpus import shakespeare_text  # noqa: E402
+from llmlab.metrics import sequence_bits_per_byte  # noqa: E402
 from llmlab.train import Trainer  # noqa: E402
 
 FLAGS = (
@@ -69,7 +68,6 @@ def write_char_dataset(root: Path) -> tuple[np.ndarray, int]:
     return val_ids, len(val.encode("utf-8"))
 
 
-@torch.no_grad()
 def nanogpt_val_bpb(root: Path, val_ids: np.ndarray, val_bytes: int) -> float:
     """Bits per byte of nanoGPT's saved checkpoint over every val token (windows of its block size)."""
     spec = importlib.util.spec_from_file_location("nanogpt_model", root / "model.py")
@@ -80,26 +78,7 @@ def nanogpt_val_bpb(root: Path, val_ids: np.ndarray, val_bytes: int) -> float:
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     model.load_state_dict(state)
     model.eval()
-    T = ckpt["model_args"]["block_size"]
-    ids = torch.from_numpy(val_ids.astype(np.int64))
-    total, count = 0.0, 0
-    for start in range(0, len(ids) - 1, T * 64):
-        chunk = ids[start : start + T * 64 + 1]
-        n = (len(chunk) - 1) // T * T
-        if n == 0:  # the last few tokens: one short window
-            x, y = chunk[:-1].unsqueeze(0), chunk[1:].unsqueeze(0)
-        else:
-            x, y = chunk[:n].view(-1, T), chunk[1 : n + 1].view(-1, T)
-        logits, _ = model(x, y)
-        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-        count += y.numel()
-        if n and n < len(chunk) - 1:  # tokens left over at the end of this chunk
-            x, y = chunk[n:-1].unsqueeze(0), chunk[n + 1 :].unsqueeze(0)
-            logits, _ = model(x, y)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-            count += y.numel()
-    assert count == len(ids) - 1, (count, len(ids))
-    return total / count / math.log(2) * count / val_bytes
+    return sequence_bits_per_byte(model, val_ids, val_bytes, ckpt["model_args"]["block_size"])
 
 
 def run_nanogpt(nanogpt: Path, iters: int) -> tuple[float, float, int]:

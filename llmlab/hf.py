@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmlab.config import ModelConfig
+from llmlab.i18n import tr
 from llmlab.model import GPT
 
 if TYPE_CHECKING:
     import transformers
 
-__all__ = ["from_hf", "to_hf", "CONV1D_WEIGHTS"]
+__all__ = ["from_hf", "to_hf", "load_gpt2", "CONV1D_WEIGHTS"]
 
 # Weights stored transposed by transformers' Conv1D (in, out) relative to nn.Linear (out, in).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -163,3 +164,32 @@ def to_hf(gpt: GPT, attn_implementation: str | None = None) -> transformers.GPT2
             param.copy_(value)
     hf_model.tie_weights()
     return hf_model.eval()
+
+
+def load_gpt2(name: str = "gpt2", download: bool = True) -> tuple[transformers.GPT2LMHeadModel | None, str]:
+    """GPT-2's real weights as ``(model, where they came from)``, or ``(None, why not)``: never hangs offline.
+
+    The local Hugging Face cache first; then, only when ``download`` is True, ``HF_HUB_OFFLINE`` is not set and one
+    quick question (5 s timeout) reaches the hub, a download (cached from then on). Offline, behind a firewall or
+    with ``download=False`` (the notebooks' fast mode) it answers within seconds with the reason, so a notebook
+    can go on with a random stand-in and say so. Notebook 06 and the solutions use it.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HfHubHTTPError
+    from transformers import GPT2LMHeadModel
+
+    try:
+        return GPT2LMHeadModel.from_pretrained(name, local_files_only=True), tr("gpt2.cached")
+    except OSError:
+        pass  # not in the cache
+    if not download:
+        return None, tr("gpt2.no_download", name=name)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return None, tr("gpt2.offline", name=name)
+    try:
+        HfApi().model_info(name, timeout=5)  # one quick question: is the hub there?
+    except HfHubHTTPError:
+        pass  # it answered (even with an error): from_pretrained says what is wrong
+    except Exception as err:  # noqa: BLE001 - no network, no DNS, a timeout...
+        return None, tr("gpt2.unreachable", error=f"{type(err).__name__}: {err}")
+    return GPT2LMHeadModel.from_pretrained(name), tr("gpt2.downloaded")

@@ -122,6 +122,27 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": ", or a smaller model (embedding_size/depth)",
         "ja": "。または小さなモデル（embedding_size/depth）にしてください",
     },
+    # hf.py: where GPT-2's weights came from, or why they could not be had
+    "gpt2.cached": {
+        "en": "read from the local Hugging Face cache",
+        "ja": "ローカルの Hugging Face キャッシュから読み込みました",
+    },
+    "gpt2.no_download": {
+        "en": "{name} is not in the local Hugging Face cache, and this run downloads nothing",
+        "ja": "{name} はローカルの Hugging Face キャッシュになく、この実行では何もダウンロードしません",
+    },
+    "gpt2.offline": {
+        "en": "HF_HUB_OFFLINE is set, and {name} is not in the local Hugging Face cache",
+        "ja": "HF_HUB_OFFLINE が設定されています。そして {name} はローカルの Hugging Face キャッシュにありません",
+    },
+    "gpt2.unreachable": {
+        "en": "the Hugging Face hub cannot be reached ({error})",
+        "ja": "Hugging Face Hub に接続できません（{error}）",
+    },
+    "gpt2.downloaded": {
+        "en": "downloaded from the Hugging Face hub (cached from now on)",
+        "ja": "Hugging Face Hub からダウンロードしました（次からはキャッシュから読み込みます）",
+    },
     "error.oom.bfloat16": {"en": ", or dtype=bfloat16", "ja": "。または dtype=bfloat16 にしてください"},
     # runtime.py: where training runs, and why not on a GPU
     "note.cpu": {

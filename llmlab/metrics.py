@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from llmlab.validate import check_choice, check_int
 
-__all__ = ["bits_per_byte", "perplexity", "count_baselines", "distinct_n"]
+__all__ = ["bits_per_byte", "sequence_bits_per_byte", "perplexity", "count_baselines", "distinct_n"]
 
 # Below this many possible pairs a dense bincount is cheaper than sorting; above it (GPT-2's 50257**2)
 # the pairs are counted with np.unique, which never allocates a V x V table.
@@ -27,6 +28,45 @@ def bits_per_byte(loss_nats: float, tokens: int, nbytes: int) -> float:
     if tokens <= 0 or nbytes <= 0:
         raise ValueError(f"tokens={tokens}, bytes={nbytes}: both must be > 0 to convert to bits per byte.")
     return loss_nats / math.log(2) * tokens / nbytes
+
+
+def sequence_bits_per_byte(model: Any, ids: Any, nbytes: int, block_size: int, batch_size: int = 64) -> float:
+    """Bits per byte of a whole token sequence: the exact figure over a text, not a sample of windows.
+
+    ``model(x, y)`` (llmlab's GPT, nanoGPT's, any model that returns ``(logits (B, T, V), ...)`` given targets)
+    reads ``ids`` (1-D token ids of the whole text) in consecutive windows of ``block_size`` that do not overlap,
+    so every token after the first is predicted exactly once; ``nbytes`` is the UTF-8 size of what is predicted.
+    The summed cross-entropy in nats, over ln 2 and ``nbytes``. Used by notebook 06, the solutions and ``bench/``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    check_int("block_size", block_size, 1, "use the model's context length, e.g. block_size=256.")
+    check_int("batch_size", batch_size, 1, "use batch_size >= 1, e.g. 64.")
+    check_int("nbytes", nbytes, 1, "pass the UTF-8 byte count of the predicted text (> 0).")
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)).flatten()
+    n = len(ids) - 1  # every token but the first is predicted
+    if n < 1:
+        raise ValueError(f"ids has {len(ids)} token(s): give at least two (one to read, one to predict).")
+    rows = -(-n // block_size)
+    x = torch.zeros(rows * block_size, dtype=torch.long)
+    y = torch.full((rows * block_size,), -1, dtype=torch.long)  # -1 pads the last window; the loss ignores it
+    x[:n], y[:n] = ids[:-1], ids[1:]
+    x, y = x.view(rows, block_size), y.view(rows, block_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nats = 0.0
+    try:
+        with torch.no_grad():
+            for i in range(0, rows, batch_size):
+                xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+                logits = model(xb, yb)[0]  # (B, T, V)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-1, reduction="sum")
+                nats += float(loss)
+    finally:
+        model.train(was_training)
+    return nats / math.log(2) / nbytes
 
 
 def perplexity(loss_nats: float) -> float:

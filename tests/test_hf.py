@@ -151,3 +151,19 @@ def test_padded_vocabulary_exports_without_its_padding() -> None:
     idx = torch.randint(0, VOCAB - 3, (2, 10))
     with torch.no_grad():
         torch.testing.assert_close(hf_model(idx).logits, padded(idx)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_load_gpt2_answers_offline_within_seconds_with_the_reason(monkeypatch, tmp_path) -> None:
+    """No weights in the cache and no hub: (None, why) quickly, never a hang or a traceback."""
+    import time
+
+    from llmlab.hf import load_gpt2
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    model, why = load_gpt2(download=False)
+    assert model is None and why == "gpt2 is not in the local Hugging Face cache, and this run downloads nothing"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    model, why = load_gpt2()
+    assert model is None and "HF_HUB_OFFLINE" in why and time.perf_counter() - started < 30

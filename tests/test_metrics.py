@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from llmlab.metrics import bits_per_byte, count_baselines, distinct_n, perplexity
 
@@ -98,3 +99,27 @@ def test_distinct_n_by_hand_and_against_brute_force() -> None:
 def test_units() -> None:
     assert bits_per_byte(math.log(2), tokens=10, nbytes=10) == pytest.approx(1.0)
     assert perplexity(math.log(65)) == pytest.approx(65)
+
+
+def test_sequence_bits_per_byte_equals_a_by_hand_sum_over_every_token() -> None:
+    """Every token after the first is predicted once: the same as summing the loss position by position."""
+    import torch.nn.functional as F
+
+    from llmlab.metrics import sequence_bits_per_byte
+    from llmlab.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(dict(vocab_size=11, block_size=8, embedding_size=16, num_heads=2, depth=1)).train()
+    ids = torch.randint(0, 11, (30,))  # 29 predictions: 3 full windows of 8 and one of 5
+    nats = 0.0
+    with torch.no_grad():
+        for start in range(0, 29, 8):
+            x, y = ids[start : min(start + 8, 29)], ids[start + 1 : min(start + 9, 30)]
+            logits, _ = model.eval()(x[None])
+            nats += float(F.cross_entropy(logits[0], y, reduction="sum"))
+    model.train()
+    got = sequence_bits_per_byte(model, ids.numpy(), nbytes=40, block_size=8, batch_size=2)
+    assert math.isclose(got, nats / math.log(2) / 40, rel_tol=1e-6)
+    assert model.training  # the model's mode is given back
+    with pytest.raises(ValueError, match="at least two"):
+        sequence_bits_per_byte(model, ids[:1], nbytes=1, block_size=8)
