@@ -24,7 +24,7 @@ sys.path.insert(0, {bench!r})
 import llmlab.runtime as runtime
 if not {tuned}:
     runtime._allocator_tuned = False  # as if tuned already: the Trainer leaves glibc's defaults alone
-from train import prepared, scratch_dir
+from common import prepared, scratch_dir  # noqa: E402  (bench/common.py)
 from llmlab.config import get_preset
 from llmlab.train import Trainer
 config = get_preset({preset!r}).override(compile="false", tokenizer="bpe")

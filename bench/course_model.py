@@ -19,7 +19,7 @@ from llmlab.config import Config, get_preset
 from llmlab.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import full_split_bpb, prepared, scratch_dir  # noqa: E402  (bench/train.py)
+from common import full_split_bpb, prepared, scratch_dir  # noqa: E402  (bench/common.py)
 
 
 def candidates() -> dict[str, Config]:

@@ -26,7 +26,7 @@ from llmlab.head_loss import linear_cross_entropy, reference_linear_cross_entrop
 from llmlab.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import prepared, scratch_dir  # noqa: E402  (bench/train.py: the embedded corpus, prepared once)
+from common import prepared, scratch_dir  # noqa: E402  (bench/common.py)
 
 
 def alternate(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

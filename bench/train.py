@@ -26,21 +26,20 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import full_split_bpb, load_note, peak_rss_mb, prepared, scratch_dir  # noqa: E402  (bench/common.py)
+
 from llmlab.config import Config, get_preset
-from llmlab.data import TokenBatches, load_meta, prepare
-from llmlab.metrics import sequence_bits_per_byte
+from llmlab.data import TokenBatches
 from llmlab.model import GPT
 from llmlab.runtime import peak_flops_for
 from llmlab.schedule import lr_at
@@ -73,21 +72,6 @@ def nanogpt_cpu_config() -> Config:
         tokenizer="char",
         log_interval=1,
     )
-
-
-_SCRATCH = tempfile.TemporaryDirectory(prefix="llmlab_bench_run_")  # checkpoints of bench runs; removed at exit
-
-
-def scratch_dir() -> Path:
-    """A fresh output directory under the run's temporary folder."""
-    return Path(tempfile.mkdtemp(dir=_SCRATCH.name))
-
-
-def prepared(tokenizer: str, split: str = "tail") -> Path:
-    """The embedded corpus prepared with ``tokenizer`` (cached in the temp folder between runs)."""
-    out = Path(tempfile.gettempdir()) / f"llmlab_bench_{tokenizer}_{split}"
-    prepare(tokenizer=tokenizer, out_dir=out, split=split, val_fraction=0.1, progress=False)
-    return out
 
 
 def nanogpt_model(path: str, config: Config) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -309,13 +293,6 @@ def train_for(
     return step, time.perf_counter() - t0
 
 
-def full_split_bpb(model: torch.nn.Module, data_dir: Path, config: Config, split: str) -> float:
-    """Exact bits per byte of a model over a whole split (the trainer's figure samples windows)."""
-    meta = load_meta(data_dir)
-    ids = np.memmap(data_dir / f"{split}.bin", dtype=meta["dtype"], mode="r")
-    return sequence_bits_per_byte(model, ids, meta[f"{split}_bytes"], config.model.block_size)
-
-
 def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
     config = get_preset(preset).override(
         device="cpu",
@@ -342,21 +319,6 @@ def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
         f"{config.model.block_size}: {steps} steps in {time.perf_counter() - t0:.1f} s, "
         f"peak RSS {peak_rss_mb():,.0f} MB"
     )
-
-
-def load_note() -> str:
-    """The machine's load average: these figures are only comparable on a quiet machine."""
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return ""
-    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 def main(argv: Any = None) -> None:

@@ -37,13 +37,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/train.py)
+from common import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/common.py)
 
 from llmlab.cli import parse_overrides  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.corpus import shakespeare_text  # noqa: E402
 from llmlab.metrics import sequence_bits_per_byte  # noqa: E402
 from llmlab.train import Trainer  # noqa: E402
+
+# The course machines keep nanoGPT's files, unmodified, beside the checkout (shared/baselines/README.md).
+DEFAULT_NANOGPT = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "nanogpt"
 
 FLAGS = (
     "--device=cpu --compile=False --eval_iters=20 --log_interval=50 --block_size=64 --batch_size=12 "
@@ -121,11 +124,18 @@ def run_llmlab(preset: str, seconds: float, seed: int) -> tuple[float, int, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nanogpt", required=True, type=Path, help="a nanoGPT checkout")
+    parser.add_argument(
+        "--nanogpt", type=Path, default=None, help=f"a nanoGPT checkout (default: {DEFAULT_NANOGPT}, where it is)"
+    )
     parser.add_argument("--iters", type=int, default=2500, help="nanoGPT's max_iters (2500: about 137 s here)")
     parser.add_argument("--presets", nargs="+", default=["cpu_small", "cpu_modern"])
     parser.add_argument("--seeds", type=int, default=1, help="llmlab runs per preset (different seeds)")
     args = parser.parse_args()
+    if args.nanogpt is None:
+        if not (DEFAULT_NANOGPT / "train.py").is_file():
+            print(f"bench/vs_nanogpt.py: skipped, no nanoGPT checkout at {DEFAULT_NANOGPT}; pass --nanogpt PATH.")
+            return
+        args.nanogpt = DEFAULT_NANOGPT
     if not (args.nanogpt / "train.py").is_file():
         raise SystemExit(f"--nanogpt {args.nanogpt}: no train.py there; pass a nanoGPT checkout.")
     print(load_note(), f"torch threads {torch.get_num_threads()}", f"date {time.strftime('%Y-%m-%d %H:%M')}")
