@@ -8,6 +8,7 @@ counts, including the ones inside functions and under ``TYPE_CHECKING``.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,19 @@ def test_the_private_attribute_check_sees_a_violation(tmp_path: Path) -> None:
     tree = ast.parse("def f(trainer: Any):\n    trainer._emit('x')\n    self.trainer._batches\n")
     seen = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _trainer_names(n.value)]
     assert sorted(seen) == ["_batches", "_emit"]
+
+
+def test_the_readmes_package_layout_shows_these_floors() -> None:
+    """FLOORS is the one definition; the README's table shows it (module -> floor) and may not drift from it."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("floor  module             what it holds\n", 1)[1].split("```", 1)[0]
+    shown = {}
+    for line in table.splitlines():
+        match = re.match(r"(\d+)\+?\s+([\w/]+)\.py\s", line)
+        if match:
+            shown[match.group(2).replace("/", ".").removesuffix(".__init__")] = int(match.group(1))
+    assert shown, "the README's Package layout table was not found"
+    for name, floor in shown.items():
+        assert FLOORS.get(name) == floor, f"README says {name} is on floor {floor}; FLOORS says {FLOORS.get(name)}"
+    top = {n for n in FLOORS if not n.startswith("widgets")} - set(shown)
+    assert not top, f"modules missing from the README's Package layout: {sorted(top)}"
