@@ -163,12 +163,16 @@ class ProgressBar(Callback):
         self.file = file
         self.bar: Any = None
 
-    def on_train_start(self, trainer: TrainerView) -> None:
+    def on_step_start(self, trainer: TrainerView, step: int) -> None:
+        # The bar starts with the first step, after the evaluation at the start: its rate and ETA count steps
+        # only (the step-0 evaluation once made the first ETA read 1:15:45 for a ten-minute run).
+        if self.bar is not None:
+            return
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
             total=trainer.config.train.max_iters,
-            initial=trainer.start_iter,
+            initial=step,
             unit="step",
             dynamic_ncols=True,
             file=self.file or sys.stderr,

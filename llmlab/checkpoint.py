@@ -38,6 +38,7 @@ from llmlab.checkpoint_state import (
     load_model_state,
 )
 from llmlab.files import fsync_dir as _fsync_dir
+from llmlab.i18n import tr
 from llmlab.metrics import bits_per_byte
 
 if TYPE_CHECKING:  # imported lazily at run time: checkpoint.py sits below nothing heavy
@@ -109,12 +110,10 @@ def check_out_dir(out_dir: str | os.PathLike, *, resume: bool = False, overwrite
     found = [out / name for name in (LAST_NAME, BEST_NAME) if (out / name).exists()]
     if not found or resume or overwrite:
         return
-    what, step = _describe_run(found[0]) if found[0].name == LAST_NAME else ("a finished run", "")
-    longer = " (with --set max_iters=N to train longer)" if what == "a finished run" else ""
-    raise ValueError(
-        f"{out} holds {what} ({step}{', '.join(p.name for p in found)}): --resume it{longer}, choose another "
-        f"--out, or pass --overwrite to replace it (in Python: resume=True or overwrite=True)."
-    )
+    what, step = _describe_run(found[0]) if found[0].name == LAST_NAME else (tr("run.finished"), "")
+    longer = tr("run.longer") if what == tr("run.finished") else ""
+    files = ", ".join(p.name for p in found)
+    raise ValueError(tr("error.out_holds_run", out=out, what=what, step=step, files=files, longer=longer))
 
 
 def _probe_folder(out: Path) -> None:
@@ -147,8 +146,8 @@ def _describe_run(last: Path) -> tuple[str, str]:
         payload = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
         step, max_iters = int(payload["iter"]), int(payload["config"]["train"]["max_iters"])
     except Exception:  # damaged or foreign: the refusal still stands, with less detail
-        return "an earlier run", ""
-    return "a finished run" if step >= max_iters else "a stopped run", f"step {step} of {max_iters}; "
+        return tr("run.earlier"), ""
+    return tr("run.finished") if step >= max_iters else tr("run.stopped"), tr("run.step_of", step=step, total=max_iters)
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainingState | Mapping[str, Any]) -> Path:
@@ -201,10 +200,12 @@ def load_checkpoint(
         hint = path / BEST_NAME
         raise FileNotFoundError(f"{path} is a directory, not a checkpoint file; pass a file such as {hint}.")
     if not path.exists():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist. Train one first (llmlab train --out {path.parent}) "
-            f"or pass the path of an existing {BEST_NAME}/{LAST_NAME}."
-        )
+        there = [p for p in (path.parent / BEST_NAME, path.parent / LAST_NAME) if p.is_file()]
+        if there:  # the folder holds a run: name its files (training into it again would be refused)
+            advice = f"{path.parent} holds {' and '.join(p.name for p in there)}: pass {there[0]}."
+        else:
+            advice = f"Train one first (llmlab train --out {path.parent}), or pass an existing {BEST_NAME}/{LAST_NAME}."
+        raise FileNotFoundError(f"checkpoint {path} does not exist. {advice}")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4)
@@ -257,21 +258,37 @@ def load_resume_state(out_dir: str | os.PathLike, map_location: str | torch.devi
     """
     path = Path(out_dir) / LAST_NAME
     best = Path(out_dir) / BEST_NAME
-    instead = (
-        f"Continue from the best checkpoint instead: replace --resume with --resume-from {best} "
-        f"(in Python: resume=load_training_state('{best}'))."
-        if best.is_file()
-        else f"Start a fresh run instead: llmlab train --out {out_dir} --overwrite."
-    )
-    if not path.exists():
-        fresh = (
-            instead
-            if best.is_file()
-            else f"Start a fresh run without --resume (llmlab train --out {out_dir}), or pass the --out "
-            f"directory of the earlier run."
+
+    def instead() -> str:  # read only when something failed; never points at a file that would be refused too
+        if best.is_file() and _readable(best):
+            return (
+                f"Continue from the best checkpoint instead: replace --resume with --resume-from {best} "
+                f"(in Python: resume=load_training_state('{best}'))."
+            )
+        if path.exists():
+            return f"Start a fresh run instead: llmlab train --out {out_dir} --overwrite."
+        return (
+            f"Start a fresh run without --resume (llmlab train --out {out_dir}), or pass the --out directory of "
+            f"the earlier run."
         )
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}. {fresh}")
-    return load_training_state(path, map_location, fix=instead)
+
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}. {instead()}")
+    marker = "\x00advice\x00"  # where the advice goes in load_checkpoint's message for a damaged file
+    try:
+        return load_training_state(path, map_location, fix=marker)
+    except ValueError as error:
+        if marker not in str(error):
+            raise
+        raise ValueError(str(error).replace(marker, instead())) from None
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` loads as a resumable checkpoint (the check behind a piece of advice)."""
+    try:
+        return load_training_state(path).optimizer is not None
+    except (ValueError, FileNotFoundError, OSError):
+        return False
 
 
 def _weights_only_reason(message: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmlab.config import DEFAULT_PRESET, Config, get_preset, preset_names
+from llmlab.i18n import tr
 
 if TYPE_CHECKING:
     from llmlab.checkpoint_state import TrainingState
@@ -33,6 +34,23 @@ if TYPE_CHECKING:
 __all__ = ["main", "build_parser"]
 
 DEFAULT_OUT = "out"
+DEFAULT_CHECKPOINT = str(Path(DEFAULT_OUT) / "best_checkpoint.bin")
+DEFAULT_LAST = str(Path(DEFAULT_OUT) / "last_checkpoint.bin")
+
+
+def _checkpoint(given: str | None) -> str:
+    """The checkpoint a command reads: the one given, else out/best_checkpoint.bin, else (before the first
+    evaluation has written a best one, e.g. after an early Ctrl-C) out/last_checkpoint.bin, with a note."""
+    if given is not None:
+        return given
+    if not Path(DEFAULT_CHECKPOINT).exists() and Path(DEFAULT_LAST).is_file():
+        print(
+            f"note: {DEFAULT_CHECKPOINT} does not exist yet (the first evaluation after step 0 writes it); "
+            f"using {DEFAULT_LAST}.",
+            file=sys.stderr,
+        )
+        return DEFAULT_LAST
+    return DEFAULT_CHECKPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,40 +121,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = sub.add_parser("generate", help="sample text from a checkpoint")
-    g.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"))
-    g.add_argument("--prompt", default="", help="start of the text (empty: start from <|endoftext|>)")
+    g.add_argument("prompt_text", nargs="?", default=None, metavar="PROMPT", help="the start of the text (or --prompt)")
+    g.add_argument(
+        "--checkpoint", default=None, help=f"default {DEFAULT_CHECKPOINT} (else {DEFAULT_LAST}, with a note)"
+    )
+    g.add_argument("--prompt", default=None, help="start of the text (empty: start from <|endoftext|>)")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None, help="keep only the K most likely tokens (e.g. 50)")
+    g.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling: keep the most likely tokens whose probabilities add up to P (0 < P <= 1, e.g. 0.9)",
+    )
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     g.add_argument("--speaker", default=None, help="fine-tuned models: who replies (e.g. 'Oph.'); needs --context")
     g.add_argument("--context", default=None, help="fine-tuned models: the speech to reply to")
 
-    f = sub.add_parser("finetune", help="fine-tune a checkpoint to reply in a chat template (notebook 08)")
-    f.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"), help="the base model")
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint to reply in a chat template (notebook 08); minutes on a laptop CPU",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    f.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the base model")
     f.add_argument(
         "--data",
         default=None,
         help="a .jsonl file of {speaker, context, reply} lines (default: dialogue from the embedded plays)",
     )
-    f.add_argument("--out", default=str(Path(DEFAULT_OUT) / "finetuned"))
-    f.add_argument("--max-iters", type=int, default=300)
-    f.add_argument("--max-lr", type=float, default=3e-4)
-    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    f.add_argument("--out", default=str(Path(DEFAULT_OUT) / "finetuned"), help="checkpoint directory")
+    f.add_argument("--max-iters", type=int, default=300, help="optimizer steps")
+    f.add_argument("--max-lr", type=float, default=3e-4, help="peak learning rate")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE", help="any setting")
     f.add_argument("--no-mask", action="store_true", help="train on whole sequences, prompts included")
     f.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning run in --out")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers folder")
-    e.add_argument("--checkpoint", default=str(Path(DEFAULT_OUT) / "best_checkpoint.bin"))
+    e.add_argument(
+        "--checkpoint", default=None, help=f"default {DEFAULT_CHECKPOINT} (else {DEFAULT_LAST}, with a note)"
+    )
     e.add_argument("--out", required=True, help="the folder to write (config.json, model.safetensors, tokenizer)")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     i = sub.add_parser("info", help="describe a checkpoint")
-    i.add_argument("checkpoint")
+    i.add_argument("checkpoint", nargs="?", default=None, help=f"default {DEFAULT_CHECKPOINT} (else {DEFAULT_LAST})")
 
     d = sub.add_parser(
         "doctor",
@@ -244,7 +276,14 @@ def _interrupted_line(stop: TrainingInterrupted, args: argparse.Namespace, data_
     how = f" ({stop.signal_name})" if stop.signal_name else ""
     resume = f" Continue with: {_resume_command(args, data_dir)}"
     if stop.checkpoint is not None:
-        return f"interrupted{how} at step {stop.step}: this run's state is saved in {stop.checkpoint}.{resume}"
+        best = Path(args.out) / "best_checkpoint.bin"
+        sample = (
+            f" Best so far: {best}."
+            if best.is_file()
+            else f" No {best.name} yet (the first evaluation after step 0 writes it): `llmlab generate` samples from "
+            f"{stop.checkpoint.name} until then."
+        )
+        return f"interrupted{how} at step {stop.step}: this run's state is saved in {stop.checkpoint}.{sample}{resume}"
     from llmlab.checkpoint_state import LAST_NAME
 
     last = Path(args.out) / LAST_NAME
@@ -306,6 +345,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cpu_threads=threads,
         overwrite=args.overwrite,
     )
+    if trainer.dist.is_main:
+        tc = trainer.config.train
+        first = min((trainer.start_iter // tc.eval_interval + 1) * tc.eval_interval, tc.max_iters)
+        print(
+            f"checkpoints go to {out}/: last_checkpoint.bin at every evaluation (every {tc.eval_interval} steps), "
+            f"best_checkpoint.bin when the validation loss improves; the first at step {first}. "
+            f"Ctrl-C saves the step it stops at.",
+            file=sys.stderr,
+        )
     try:
         result = trainer.fit()
     except TrainingInterrupted as stop:
@@ -341,6 +389,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be at least 1.")
     if args.temperature < 0:
         raise ValueError(f"--temperature={args.temperature} must be >= 0 (0 = greedy, 0.8 is a good start).")
+    if args.prompt_text is not None and args.prompt is not None:
+        raise ValueError("give the prompt once: as the first argument or with --prompt, not both.")
+    args.prompt = args.prompt_text if args.prompt_text is not None else (args.prompt or "")
+    args.checkpoint = _checkpoint(args.checkpoint)
     device = select_device(args.device)
     model, tokenizer, _ = model_from_checkpoint(args.checkpoint, device)
     if args.speaker is not None or args.context is not None:
@@ -410,6 +462,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one.")
     runtime.tune_cpu_allocator()  # as in `llmlab train`: the command's own process only
+    data = args.data or "the dialogue of the embedded plays"
+    print(
+        f"fine-tuning {args.checkpoint} on {data} for {args.max_iters} steps at max_lr {args.max_lr:g} into {out} "
+        f"(a few minutes on a laptop CPU; --max-iters N shortens it, Ctrl-C stops and saves; llmlab finetune --help)",
+        file=sys.stderr,
+    )
     done = finetune(
         args.checkpoint,
         out,
@@ -434,7 +492,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from llmlab.export import export_pretrained
 
-    folder = export_pretrained(args.checkpoint, args.out, overwrite=args.overwrite)
+    folder = export_pretrained(_checkpoint(args.checkpoint), args.out, overwrite=args.overwrite)
     print(f"wrote {folder}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r})")
     return 0
 
@@ -449,11 +507,7 @@ def _check_prompt(prompt: str, tokenizer: object) -> None:
             raise
         unknown = sorted({c for c in prompt if c not in known})
         shown = " ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:8])
-        raise ValueError(
-            f"--prompt has {len(unknown)} character(s) this character-level model never saw in training: {shown}. "
-            f"Remove them from the prompt, or use a model trained on BPE data, which encodes any text "
-            f"(llmlab train --set tokenizer=bpe --out out/bpe)."
-        ) from None
+        raise ValueError(tr("error.unknown_chars", count=len(unknown), shown=shown)) from None
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -466,7 +520,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from llmlab.checkpoint import describe_checkpoint, load_checkpoint
 
-    path = Path(args.checkpoint)
+    path = Path(_checkpoint(args.checkpoint))
     payload = load_checkpoint(path)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(describe_checkpoint(payload))
@@ -495,17 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Expected failures: one clear line, no traceback (LLMLAB_DEBUG=1 shows it).
         if os.environ.get("LLMLAB_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(tr("cli.error", message=e), file=sys.stderr)
         return 1
     except OSError as e:
         # A file or folder the system refused (permissions, a device, a full disk): name it and what to check.
         if os.environ.get("LLMLAB_DEBUG"):
             raise
         where = f" {e.filename}" if e.filename else ""
-        print(
-            f"error: cannot use{where}: {e.strerror or e}. Check the path, its permissions and free space.",
-            file=sys.stderr,
-        )
+        message = f"cannot use{where}: {e.strerror or e}. Check the path, its permissions and free space."
+        print(tr("cli.error", message=message), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmlab.i18n import tr
 from llmlab.validate import check_choice, check_int, check_number, invalid
 
 __all__ = [
@@ -38,9 +39,26 @@ def _fail(name: str, value: Any, fix: str) -> None:
     raise invalid(name, value, fix)
 
 
+# A realistic value for each whole-number setting, for the example in its error message.
+_EXAMPLES = {
+    "vocab_size": 1024,
+    "block_size": 128,
+    "embedding_size": 128,
+    "num_heads": 4,
+    "depth": 4,
+    "batch_size": 16,
+    "grad_accum_steps": 1,
+    "max_iters": 2000,
+    "eval_interval": 250,
+    "eval_iters": 20,
+    "log_interval": 10,
+}
+
+
 def _positive_int(obj: Any, *names: str) -> None:
     for name in names:
-        check_int(name, getattr(obj, name), 1, f"{name} must be a whole number >= 1, e.g. {name}=4.")
+        example = _EXAMPLES.get(name, 4)
+        check_int(name, getattr(obj, name), 1, f"{name} must be a whole number >= 1, e.g. {name}={example}.")
 
 
 def _number(obj: Any, name: str) -> float:
@@ -98,11 +116,13 @@ class ModelConfig:
         )
         if self.embedding_size % self.num_heads != 0:
             divisors = [h for h in range(1, min(self.embedding_size, 64) + 1) if self.embedding_size % h == 0]
-            _fail(
-                "num_heads",
-                self.num_heads,
-                f"embedding_size={self.embedding_size} must be divisible by num_heads; "
-                f"choose num_heads from {divisors} or change embedding_size to a multiple of {self.num_heads}.",
+            raise ValueError(
+                tr(
+                    "error.not_divisible",
+                    num_heads=self.num_heads,
+                    embedding_size=self.embedding_size,
+                    divisors=divisors,
+                )
             )
         dropout = _number(self, "dropout")
         if not 0.0 <= dropout < 1.0:
@@ -201,7 +221,7 @@ class TrainConfig:
             check_int(name, getattr(self, name), 0, f"{name} must be a whole number >= 0.")
         max_lr, min_lr = _number(self, "max_lr"), _number(self, "min_lr")
         if max_lr <= 0:
-            _fail("max_lr", self.max_lr, "max_lr must be > 0; 1e-3 suits small models, 6e-4 GPT-2 small.")
+            _fail("max_lr", self.max_lr, "max_lr must be > 0; 2e-3 suits cpu_small (its default), 6e-4 GPT-2 small.")
         if min_lr < 0:
             _fail("min_lr", self.min_lr, "min_lr must be >= 0; a tenth of max_lr is usual.")
         if min_lr > max_lr:
@@ -294,9 +314,10 @@ class Config:
                 target, current = train_changes, getattr(self.train, name)
             else:
                 valid = sorted(_MODEL_FIELDS) + sorted(_TRAIN_FIELDS)
-                close = difflib.get_close_matches(name, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown setting {name!r}.{hint} Valid settings: {', '.join(valid)}.")
+                lower = name.lower()
+                close = [SYNONYMS[lower]] if lower in SYNONYMS else difflib.get_close_matches(name, valid, n=1)
+                hint = tr("hint.did_you_mean", name=repr(close[0])) if close else ""
+                raise ValueError(tr("error.unknown_setting", name=repr(name), hint=hint, valid=", ".join(valid)))
             if isinstance(value, str) and not isinstance(current, str):
                 value = _parse_value(name, value, current)
             elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -317,6 +338,28 @@ class Config:
         base = cls()
         flat = {**dict(data.get("model", {})), **dict(data.get("train", {}))}
         return base.override(flat)
+
+
+# Names other courses and libraries use (nanoGPT, Hugging Face) for the manual's settings.
+SYNONYMS = {
+    "lr": "max_lr",
+    "learning_rate": "max_lr",
+    "min_learning_rate": "min_lr",
+    "n_layer": "depth",
+    "n_layers": "depth",
+    "num_layers": "depth",
+    "n_head": "num_heads",
+    "n_heads": "num_heads",
+    "n_embd": "embedding_size",
+    "d_model": "embedding_size",
+    "hidden_size": "embedding_size",
+    "context_length": "block_size",
+    "seq_len": "block_size",
+    "n_positions": "block_size",
+    "warmup_steps": "warmup_iters",
+    "max_steps": "max_iters",
+    "gradient_accumulation_steps": "grad_accum_steps",
+}
 
 
 def _preset_cpu_small() -> Config:

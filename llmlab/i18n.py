@@ -122,6 +122,41 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": ", or a smaller model (embedding_size/depth)",
         "ja": "。または小さなモデル（embedding_size/depth）にしてください",
     },
+    # cli.py and the settings: the command line's common errors
+    "cli.error": {"en": "error: {message}", "ja": "エラー: {message}"},
+    "error.unknown_setting": {
+        "en": "unknown setting {name}.{hint} Valid settings: {valid}.",
+        "ja": "{name} という設定はありません。{hint}使える設定: {valid}。",
+    },
+    "hint.did_you_mean": {"en": " Did you mean {name}?", "ja": "{name} のことですか？"},
+    "error.not_divisible": {
+        "en": "num_heads={num_heads} is not valid: embedding_size={embedding_size} must be divisible by num_heads; "
+        "choose num_heads from {divisors} or change embedding_size to a multiple of {num_heads}.",
+        "ja": "num_heads={num_heads} は使えません。embedding_size={embedding_size} は num_heads で割り切れる"
+        "必要があります。num_heads を {divisors} から選ぶか、embedding_size を {num_heads} の倍数にしてください。",
+    },
+    "error.unknown_chars": {
+        "en": "--prompt has {count} character(s) this character-level model never saw in training: {shown}. Remove "
+        "them from the prompt, or use a model trained on BPE data, which encodes any text (llmlab train --set "
+        "tokenizer=bpe --out out/bpe).",
+        "ja": "--prompt に、この文字単位のモデルが学習で一度も見ていない文字が {count} 個あります: {shown}。"
+        "プロンプトから取り除くか、どんなテキストも符号化できる BPE のデータで学習したモデルを使ってください"
+        "（llmlab train --set tokenizer=bpe --out out/bpe）。",
+    },
+    "error.out_holds_run": {
+        "en": "{out} holds {what} ({step}{files}): --resume it{longer}, choose another --out, or pass --overwrite "
+        "to replace it (in Python: resume=True or overwrite=True).",
+        "ja": "{out} には{what}があります（{step}{files}）。--resume で続けるか{longer}、別の --out を選ぶか、"
+        "--overwrite で置き換えてください（Python では resume=True か overwrite=True）。",
+    },
+    "run.finished": {"en": "a finished run", "ja": "最後まで終わった実行"},
+    "run.stopped": {"en": "a stopped run", "ja": "途中で止まった実行"},
+    "run.earlier": {"en": "an earlier run", "ja": "以前の実行"},
+    "run.step_of": {"en": "step {step} of {total}; ", "ja": "{total} ステップ中 {step}。"},
+    "run.longer": {
+        "en": " (with --set max_iters=N to train longer)",
+        "ja": "（さらに学習するなら --set max_iters=N も）",
+    },
     # hf.py: where GPT-2's weights came from, or why they could not be had
     "gpt2.cached": {
         "en": "read from the local Hugging Face cache",

@@ -140,7 +140,7 @@ CASES = [
     Case(
         "batch-larger-than-the-data",
         just(_train("--set", "batch_size=5000", data="small")),
-        ("does not fit the train split", "windows of block_size+1 = 17 tokens", "Use --set batch_size="),
+        ("does not fit the train split", "windows of block_size+1 = 17 tokens", "To fix it, use --set batch_size="),
     ),
     Case(
         "context-longer-than-the-data",

@@ -240,7 +240,7 @@ def test_source_kinds(tmp_path):
 
 
 def test_char_tokenizer_is_built_from_the_source(tmp_path):
-    src = write_jsonl(tmp_path / "c.jsonl", ["abc", "cab", "bca", "zzz"])
+    src = write_jsonl(tmp_path / "c.jsonl", ["abc" * 30, "cab" * 30, "bca" * 30, "zzz" * 30])  # enough to train on
     meta = prepare(
         src, tokenizer="char", out_dir=tmp_path / "out", val_fraction=0.25, split="documents", progress=False
     )

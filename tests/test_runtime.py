@@ -220,6 +220,7 @@ def _llmlab_imports(module: str) -> set[str]:
                 "llmlab.model",
                 "llmlab.checkpoint_state",
                 "llmlab.files",
+                "llmlab.i18n",
             },
         ),
         ("checkpoint_state", {"llmlab.config", "llmlab.metrics", "llmlab.tokenizers", "llmlab.model"}),

@@ -253,17 +253,17 @@ def test_a_batch_larger_than_a_split_is_refused_with_numbers(tiny_config: TinyCo
     with pytest.raises(
         ValueError,
         match=rf"batch_size=5000 does not fit the train split: .*train.bin has {train:,} tokens, i.e. {windows:,} "
-        rf"windows of block_size\+1 = 17 tokens. Use --set batch_size={windows}, or prepare more text",
+        rf"windows of block_size\+1 = 17 tokens. To fix it, use --set batch_size={windows}; or prepare more text",
     ):
         Trainer(tiny_config(batch_size=5000), small, tmp_path / "out")
     # The val split is smaller: a batch that fits train but not val is refused too, before training.
     with pytest.raises(
         ValueError,
-        match=rf"batch_size={val - 5} does not fit the val split.*Use --set batch_size={val - 16}, "
-        rf"or --set block_size=5, or prepare more text \(a larger --val-fraction",
+        match=rf"batch_size={val - 5} does not fit the val split.*use --set batch_size={val - 16}; "
+        rf"or use --set block_size=5; or prepare more text \(a larger --val-fraction",
     ):
         Trainer(tiny_config(batch_size=val - 5), small, tmp_path / "out")
-    with pytest.raises(ValueError, match=rf"{train:,} tokens, i.e. 0 windows.*Use --set block_size={train - 4}"):
+    with pytest.raises(ValueError, match=rf"{train:,} tokens, i.e. 0 windows.*use --set block_size={train - 4}"):
         Trainer(tiny_config(block_size=train + 10), small, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

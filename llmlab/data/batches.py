@@ -375,14 +375,14 @@ class PreparedData:
         tokens, T = int(self.meta.get(f"{split}_tokens", 0)), self.block_size
         windows = max(0, tokens - T)  # distinct start positions of a (block_size + 1)-token window
         if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > windows:
-            fixes = [f"--set batch_size={windows}"] if windows >= 1 else []
+            fixes = [f"use --set batch_size={windows}"] if windows >= 1 else []
             if tokens - batch_size >= 1:
-                fixes.append(f"--set block_size={tokens - batch_size}")
+                fixes.append(f"use --set block_size={tokens - batch_size}")
             more = "a larger --val-fraction or corpus" if split == "val" else "a larger corpus"
             fixes.append(f"prepare more text ({more})")
             raise ValueError(
                 f"batch_size={batch_size} does not fit the {split} split: {self.path / f'{split}.bin'} has "
                 f"{tokens:,} tokens, i.e. {windows:,} windows of block_size+1 = {T + 1} tokens. "
-                f"Use {', or '.join(fixes)}."
+                f"To fix it, {'; or '.join(fixes)}."
             )
         return TokenBatches(self.path, split, T, batch_size, device=device, seed=seed, rank=rank, world_size=world_size)

@@ -254,6 +254,22 @@ def _split_note(meta: Mapping[str, Any]) -> str:
     return f"split {meta['split']}" + (" (auto)" if meta.get("split_request") == "auto" else "")
 
 
+# The fewest training tokens worth writing: one window of the smallest context a course model uses (64) and its
+# next-token targets. A text shorter than that cannot train anything; saying so here beats a refusal at `train`.
+MIN_TRAIN_TOKENS = 65
+
+
+def _check_enough(tokenized: Any, src: Any) -> None:
+    """Refuse, in one line and before anything is written, a source too small to train on."""
+    tokens = _column_sum(tokenized["train"], "n_tokens")
+    if tokens < MIN_TRAIN_TOKENS:
+        raise ValueError(
+            f"the source {src.spec} gives only {tokens} training token(s): too little to train on (a model reads "
+            f"windows of block_size + 1 tokens, e.g. 65 with block_size=64). Use a longer text: a few kilobytes at "
+            f"least, e.g. the embedded Shakespeare (llmlab prepare without --source)."
+        )
+
+
 def prepare(
     source: str | os.PathLike[str] | None = None,
     tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
@@ -325,6 +341,7 @@ def prepare(
                 if not full or isinstance(e, OutputFolderError):
                     raise
                 raise _write_failed(e, work, out) from None
+            _check_enough(tokenized, src)
             meta = _write_outputs(
                 tokenized,
                 _pipeline_info(tokenized),
