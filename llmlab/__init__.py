@@ -2,8 +2,8 @@
 
 The package is layered in the order the course teaches; a module imports only modules on lower floors
 (tests/test_layering.py enforces it, so there are no import cycles). The floors are defined once, in
-``tests/test_layering.py`` (``FLOORS``); the README's "Package layout" shows them with what each module holds
-(a test keeps the two equal).
+``tests/test_layering.py`` (``FLOORS``); docs/architecture.md shows them with what each module holds (a test
+keeps the two equal).
 """
 
 from __future__ import annotations

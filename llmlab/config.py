@@ -363,7 +363,7 @@ SYNONYMS = {
 
 
 def _preset_cpu_small() -> Config:
-    # Tuned for quality per wall-clock second on 2 CPU cores (bench/train.py quality; README figures):
+    # Tuned for quality per wall-clock second on 2 CPU cores (bench/train.py quality; docs/results.md):
     # byte-level BPE (1,024 tokens, ~2.4 bytes each) lets a 0.9 M-parameter model see ~2.4x more text per
     # step than characters; 1,250 steps of 16 x 128 tokens take ~2-4 minutes, with the cosine ending there.
     # max_lr 2e-3 beat 3e-3 in a 137 s budget (2.458 vs 2.487 bits/byte, BPE trained on train text only).
@@ -413,7 +413,7 @@ def _preset_cpu_modern() -> Config:
     # gains) tuned for the 137 s budget with `bench/train.py quality --preset cpu_modern --set ...` on
     # 2026-11-27: max_lr 3e-3 -> 6e-3 was the largest gain (2.285 -> 2.210 bits/byte); muon_lr 0.04, batch 8
     # and max_lr 1e-2 did not beat it. The embedding tables at 10x that rate (the last technique) gave 2.270 ->
-    # 2.216 and 2.269 -> 2.209 bits/byte (seeds 0, 1; 400 steps); 3x and 30x less. README "A modern GPT" has
+    # 2.216 and 2.269 -> 2.209 bits/byte (seeds 0, 1; 400 steps); 3x and 30x less. docs/modern-gpt.md has
     # the run against nanoGPT. eval_iters 20 -> 10: each evaluation (train and val, at steps 0, 250, 500 and the
     # end) took ~3.3 s of the budget; in one run against nanoGPT (two seeds) the preset made 649 / 643 steps
     # instead of 589 / 651 and reached 2.130 / 2.135 bits/byte instead of 2.146 / 2.135.

@@ -7,7 +7,7 @@ one also costs the kernel a page fault per 4 KB. :func:`linear_cross_entropy` wa
 that stay in cache (``rows`` x V floats), and since the loss's gradient is known as soon as its softmax is
 (softmax - one-hot, times the soft-cap's derivative), it computes the gradients of ``x`` and ``W`` in the
 same pass and keeps them for ``backward`` — the (N, V) logits never exist. Measured with
-``python bench/head_loss.py`` (README "Performance").
+``python bench/head_loss.py`` (docs/results.md).
 
 Two identities keep the chunk's passes cheap: ``tanh(u) = 2 sigmoid(2u) - 1`` (torch's CPU sigmoid is
 several times faster than its tanh), and ``d/dz cap*tanh(z/cap) = 1 - tanh^2 = 4 s (1 - s)`` with ``s``

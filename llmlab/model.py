@@ -39,7 +39,7 @@ from llmlab.sampling import sample_next
 from llmlab.validate import check_choice, check_int, check_number
 
 # The trainer's loss on the CPU goes through llmlab.head_loss where that measured faster (bench/head_loss.py,
-# README "Performance"): with a logit soft-cap, 1.38-1.56x for the loss alone at cpu_modern's shape. Plain
+# docs/results.md): with a logit soft-cap, 1.38-1.56x for the loss alone at cpu_modern's shape. Plain
 # cross-entropy at 1,024 tokens was 0.84-1.20x, and at GPT-2's 50,257 tokens seed_manual's step took 8% longer
 # (for 3.3 GB less memory), so without a cap the plain form stays.
 CHUNKED_LOSS = True

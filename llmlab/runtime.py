@@ -136,7 +136,7 @@ def set_cpu_threads(threads: int | str, device: torch.device) -> None:
 # faults in thousands of fresh 4 KB pages: 6,600-9,000 per cpu_modern step here, 25-43 ms of system time.
 # Raising both thresholds keeps the freed memory in the process for the next step: 40-260 faults and 2-3 ms
 # per step. The wall-clock gain is smaller than this machine's noise (0.94-1.24x per pair of processes,
-# `python bench/allocator.py`; README "Performance").
+# `python bench/allocator.py`; docs/results.md).
 MALLOC_MMAP_THRESHOLD = 64 << 20  # blocks up to 64 MB come from the heap and are reused
 MALLOC_TRIM_THRESHOLD = 256 << 20  # keep up to 256 MB of freed memory instead of handing it back each step
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
@@ -336,8 +336,8 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     On a CPU the step of a course-sized model is short (about 50 ms at nanoGPT's CPU configuration), so
     inductor's Python wrapper, which calls each generated kernel in turn, is a visible share of it; the C++
     wrapper calls them from compiled code instead. Measured at that configuration on 2 cores: about 3% faster
-    steps (1.03x in ``bench/train.py throughput --compile``), for about 10 s more compile time once (README
-    "Performance"). GPUs keep the default wrapper.
+    steps (1.03x in ``bench/train.py throughput --compile``), for about 10 s more compile time once
+    (docs/results.md). GPUs keep the default wrapper.
     """
     if device.type == "cpu":
         return torch.compile(model, options={"cpp_wrapper": True})

@@ -1,6 +1,6 @@
 """The package's layering: each module imports only modules on lower floors (so there are no cycles).
 
-The floors are the reading order of the package (see README, "Package layout"): a learner can read
+The floors are the reading order of the package (docs/architecture.md shows them): a learner can read
 floor 1 without knowing floor 2, and a change to a floor can only break floors above it. Every import
 counts, including the ones inside functions and under ``TYPE_CHECKING``.
 """
@@ -107,7 +107,7 @@ def _llmlab_imports(path: Path, modules: set[str]) -> set[str]:
 
 def test_every_module_has_a_floor() -> None:
     missing = sorted(set(_modules()) - set(FLOORS) - OUTSIDE)
-    assert not missing, f"give these modules a floor in FLOORS (and the README's layout): {missing}"
+    assert not missing, f"give these modules a floor in FLOORS (and docs/architecture.md): {missing}"
 
 
 @pytest.mark.parametrize("name", sorted(set(FLOORS)))
@@ -170,17 +170,17 @@ def test_the_private_attribute_check_sees_a_violation(tmp_path: Path) -> None:
     assert sorted(seen) == ["_batches", "_emit"]
 
 
-def test_the_readmes_package_layout_shows_these_floors() -> None:
-    """FLOORS is the one definition; the README's table shows it (module -> floor) and may not drift from it."""
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+def test_the_architecture_page_shows_these_floors() -> None:
+    """FLOORS is the one definition; docs/architecture.md's table shows it (module -> floor) and may not drift."""
+    readme = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
     table = readme.split("floor  module             what it holds\n", 1)[1].split("```", 1)[0]
     shown = {}
     for line in table.splitlines():
         match = re.match(r"(\d+)\+?\s+([\w/]+)\.py\s", line)
         if match:
             shown[match.group(2).replace("/", ".").removesuffix(".__init__")] = int(match.group(1))
-    assert shown, "the README's Package layout table was not found"
+    assert shown, "docs/architecture.md's table was not found"
     for name, floor in shown.items():
-        assert FLOORS.get(name) == floor, f"README says {name} is on floor {floor}; FLOORS says {FLOORS.get(name)}"
+        assert FLOORS.get(name) == floor, f"docs/architecture.md: {name} on floor {floor}; FLOORS: {FLOORS.get(name)}"
     top = {n for n in FLOORS if not n.startswith("widgets")} - set(shown)
-    assert not top, f"modules missing from the README's Package layout: {sorted(top)}"
+    assert not top, f"modules missing from docs/architecture.md: {sorted(top)}"
