@@ -47,7 +47,7 @@ def plain_loop(config: Config, data_dir: Path, steps: int) -> tuple[list[float],
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
     model = GPT(mc)
-    optimizer = model.configure_optimizer(tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2), "cpu")
+    optimizer = model.optimizer_for(tc, "cpu")  # what the Trainer builds
     batches = TokenBatches(data_dir, "train", mc.block_size, tc.batch_size, seed=tc.seed)
     model.train()
     losses: list[float] = []

@@ -551,6 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(tr("cli.error", message=e), file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`llmlab info | head -3`): nothing to report. Quiet the final flush too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         # A file or folder the system refused (permissions, a device, a full disk): name it and what to check.
         if os.environ.get("LLMLAB_DEBUG"):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmlab.config import Config, ModelConfig
+from llmlab.config import Config, ModelConfig, TrainConfig
 from llmlab.head_loss import linear_cross_entropy
 from llmlab.model_parts import KVCache, Rotary, as_model_config
 from llmlab.muon import Muon, MuonWithAdamW
@@ -396,6 +396,20 @@ class GPT(nn.Module):
             return adamw
         muon = Muon([{"params": hidden, "lr_scale": muon_lr / lr}], lr=muon_lr, weight_decay=weight_decay)
         return MuonWithAdamW(muon, adamw)
+
+    def optimizer_for(self, train: TrainConfig, device_type: str = "cpu") -> torch.optim.Optimizer | MuonWithAdamW:
+        """:meth:`configure_optimizer` with every knob read from ``train`` (what the Trainer uses): weight decay,
+        max_lr, betas, the optimizer and Muon's rate, the embeddings' rate scale. The notebooks call
+        :meth:`configure_optimizer` with the numbers they teach."""
+        return self.configure_optimizer(
+            train.weight_decay,
+            train.max_lr,
+            (train.beta1, train.beta2),
+            device_type,
+            train.optimizer,
+            train.muon_lr,
+            train.embedding_lr_scale,
+        )
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs (forward + backward) per token: 6 N + 12 L C T (Kaplan et al. 2020; PaLM appendix B).

@@ -136,15 +136,7 @@ class Trainer:
         self.raw_model = self._initial_model(init_model).to(self.device)
         if self.dist.rank:
             torch.manual_seed(tc.seed + self.dist.rank)
-        self.optimizer = self.raw_model.configure_optimizer(
-            tc.weight_decay,
-            tc.max_lr,
-            (tc.beta1, tc.beta2),
-            self.device.type,
-            tc.optimizer,
-            tc.muon_lr,
-            tc.embedding_lr_scale,
-        )
+        self.optimizer = self.raw_model.optimizer_for(tc, self.device.type)
         self.scaler = runtime.grad_scaler_for(self.device, self.dtype)  # float16 only
         self.autocast = runtime.autocast_for(self.device, self.dtype)
 

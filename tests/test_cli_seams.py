@@ -190,3 +190,16 @@ def test_common_cli_errors_speak_japanese(char_data, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("エラー: --prompt に、この文字単位のモデルが学習で一度も見ていない文字が 2 個あります"), err
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_reader_that_stops_early_is_no_error(run_dir: Path) -> None:
+    """`llmlab info | head -1`: the pipe closes before llmlab is done writing; that is not a failure to report."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "llmlab", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=run_dir.parent
+    )
+    child.stdout.close()  # the reader is gone before the first line
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0 and "error" not in err, err

@@ -414,3 +414,15 @@ def test_resize_token_embeddings_with_padding_keeps_the_padding_out() -> None:
     torch.testing.assert_close(model.transformer.wte.weight[37:50], old_rows.mean(0).expand(13, -1))
     logits, _ = model(torch.tensor([[1, 2, 49]]))
     assert logits.shape == (1, 3, 50)
+
+
+def test_optimizer_for_reads_every_knob_from_the_train_config() -> None:
+    from llmlab.config import TrainConfig
+
+    model = make_model()
+    tc = TrainConfig(weight_decay=0.05, max_lr=2e-3, beta1=0.8, beta2=0.9, embedding_lr_scale=10.0)
+    opt = model.optimizer_for(tc)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.05]  # matrices, gains, embeddings
+    assert [g["lr"] for g in opt.param_groups] == [2e-3, 2e-3, 2e-2] and opt.param_groups[0]["betas"] == (0.8, 0.9)
+    muon = model.optimizer_for(TrainConfig(optimizer="muon", muon_lr=0.03))
+    assert type(muon).__name__ == "MuonWithAdamW"
