@@ -7,6 +7,7 @@ notebook that copies instead of importing llmlab, or a panel whose real path is 
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -126,26 +127,76 @@ def test_experiment_panel_is_exercised_without_a_browser() -> None:
         assert f"panel.{slider}" in code or slider in code
 
 
-def test_checkpoint_handover_between_04_and_05() -> None:
-    saved = _code(_read("04_training_loop"))
-    loaded = _code(_read("05_sampling"))
-    assert 'OUT = course_path("out/course_model")' in saved and "Trainer(main, data=DATA, out_dir=OUT" in saved
-    assert 'course_path("out/course_model")' in loaded and 'CHECKPOINT = OUT / "best_checkpoint.bin"' in loaded
-    assert "model_from_checkpoint(CHECKPOINT" in loaded
-    assert "if not CHECKPOINT.exists():" in loaded and "Trainer(" in loaded  # 05 alone trains its own
+def _paths(name: str) -> dict[str, Path]:
+    """The notebook's top-level path assignments (``OUT = course_path(...)``, ``CHECKPOINT = OUT / ...``), evaluated
+    with llmlab's own course_path: where the notebook really reads and writes, not how its source spells it."""
+    from llmlab.config import course_path
+
+    space: dict[str, object] = {"course_path": course_path, "Path": Path}
+    for cell in _read(name).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.parse(_plain_python(cell.source)).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target, value = node.targets[0], node.value
+            pairs = [(target, value)]
+            if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+                pairs = list(zip(target.elts, value.elts))  # DATA, OUT = course_path(...), course_path(...)
+            for t, v in pairs:
+                if not isinstance(t, ast.Name):
+                    continue
+                try:
+                    result = eval(compile(ast.Expression(v), name, "eval"), space)  # noqa: S307
+                except Exception:  # noqa: BLE001 - not a path expression (a model, a tensor...)
+                    continue
+                if isinstance(result, Path):
+                    space[t.id] = result
+    return {k: v for k, v in space.items() if isinstance(v, Path) and k != "Path"}
 
 
-def test_gpt2_notebook_works_offline_and_reads_04s_checkpoint() -> None:
-    # Without the hub (CI, no network) 06 must neither hang nor fail, and must say when its numbers are not GPT-2's.
-    # The loading itself is llmlab.hf.load_gpt2 (tests/test_hf.py checks it answers offline within seconds); the
-    # notebook and the solutions call it, and fast mode asks it not to download.
-    code = _code(_read("06_gpt2_weights"))
+def _plain_python(source: str) -> str:
+    """A cell's code without IPython's magics and shell escapes (ast cannot parse them)."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def _calls(name: str, function: str) -> list[ast.Call]:
+    tree = ast.parse(_plain_python(_code(_read(name))))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == function]
+
+
+def test_04_trains_where_05_and_06_read(monkeypatch, tmp_path) -> None:
+    """04 saves its model where 05 samples it and 06 compares with it (in fast mode too: one root for all)."""
+    monkeypatch.setenv("LLMLAB_FAST", "1")
+    monkeypatch.setenv("LLMLAB_FAST_ROOT", str(tmp_path))
+    out = _paths("04_training_loop")["OUT"]
+    assert [
+        ast.unparse(k.value) for c in _calls("04_training_loop", "Trainer") for k in c.keywords if k.arg == "out_dir"
+    ]
+    assert all(
+        ast.unparse(k.value) == "OUT"
+        for c in _calls("04_training_loop", "Trainer")
+        for k in c.keywords
+        if k.arg == "out_dir"
+    )
+    assert _paths("05_sampling")["CHECKPOINT"] == out / "best_checkpoint.bin"
+    assert _paths("06_gpt2_weights")["MY_CHECKPOINT"] == out / "best_checkpoint.bin"
+    assert str(out).startswith(str(tmp_path))  # fast mode never writes into a learner's folders
+
+
+def test_gpt2_is_loaded_through_llmlab_and_never_downloaded_in_fast_mode() -> None:
+    # Without the hub (CI, no network) 06 must neither hang nor fail: llmlab.hf.load_gpt2 answers offline within
+    # seconds (tests/test_hf.py), and fast mode asks it not to download at all.
     for name in ("06_gpt2_weights", "solutions"):
-        assert 'load_gpt2("gpt2", download=not FAST)' in _code(_read(name)) and "def load_gpt2" not in _code(
-            _read(name)
-        )
-    assert "offline: using a RANDOM GPT-2-shaped model; numbers below are not GPT-2's" in code
-    assert 'course_path("out/course_model/best_checkpoint.bin")' in code and "if MY_CHECKPOINT.exists():" in code
+        calls = _calls(name, "load_gpt2")
+        assert calls and all(
+            any(k.arg == "download" and ast.unparse(k.value) == "not FAST" for k in c.keywords) for c in calls
+        ), name
+        assert not [
+            n
+            for n in ast.walk(ast.parse(_plain_python(_code(_read(name)))))
+            if isinstance(n, ast.FunctionDef) and n.name == "load_gpt2"
+        ]
 
 
 def test_data_and_outputs_stay_out_of_git() -> None:
