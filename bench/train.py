@@ -236,7 +236,7 @@ def bench_quality(
     preset: str = "cpu_small",
     steps: int | None = None,
 ) -> None:
-    from llmlab.cli import parse_overrides
+    from llmlab.cli_args import parse_overrides
 
     if steps is not None and nanogpt:
         raise SystemExit("--steps and --nanogpt: nanoGPT is compared at equal seconds; drop --steps.")

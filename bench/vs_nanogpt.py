@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/common.py)
 
-from llmlab.cli import parse_overrides  # noqa: E402
+from llmlab.cli_args import parse_overrides  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.corpus import shakespeare_text  # noqa: E402
 from llmlab.metrics import sequence_bits_per_byte  # noqa: E402

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.cli import build_parser, main, parse_overrides
+from llmlab.cli import main
+from llmlab.cli_args import build_parser, parse_overrides
 from llmlab.config import preset_names
 
 TINY = [

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmlab.cli import _interrupted_line, build_parser, main
+from llmlab.cli import _interrupted_line, main
+from llmlab.cli_args import build_parser
 from llmlab.failures import TrainingInterrupted
 
 TINY = ["block_size=16", "embedding_size=32", "num_heads=2", "depth=2", "batch_size=4", "max_iters=12"]

@@ -62,6 +62,7 @@ FLOORS = {
     "widgets.race": 11,
     "widgets.experiment": 11,
     "widgets": 12,
+    "cli_args": 11,
     "cli": 12,
 }
 # The package facade and `python -m llmlab` sit above everything and import lazily.
