@@ -1,6 +1,6 @@
 """llmlab's presets against nanoGPT's README CPU run, at equal wall-clock, in one invocation.
 
-    python bench/vs_nanogpt.py --nanogpt PATH [--iters 2500] [--presets cpu_small cpu_modern] [--seeds 1]
+    python bench/vs_nanogpt.py [--nanogpt PATH] [--iters 2500] [--presets cpu_small cpu_modern] [--seeds 3]
 
 A preset may carry settings to compare variants in the same invocation: ``cpu_modern:eval_iters=10,max_lr=5e-3``.
 
@@ -14,7 +14,9 @@ The bench:
    --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0``) and times it;
 3. scores nanoGPT's checkpoint over every token of the val text (bits per byte);
 4. trains each llmlab preset for the same number of seconds on the same split (the last 10% of the
-   joined text held out) and scores it the same way; prints the ratios (lower is better).
+   joined text held out), once per seed, and scores it the same way;
+5. runs nanoGPT again at the end and prints the drift between its two runs (time and bits/byte): each ratio
+   divides by the mean of nanoGPT's two scores, and the median over the seeds is the figure to report.
 
 A figure from another day is not comparable: the machine is shared, so only ratios of one run count.
 """
@@ -129,7 +131,7 @@ def main() -> None:
     )
     parser.add_argument("--iters", type=int, default=2500, help="nanoGPT's max_iters (2500: about 137 s here)")
     parser.add_argument("--presets", nargs="+", default=["cpu_small", "cpu_modern"])
-    parser.add_argument("--seeds", type=int, default=1, help="llmlab runs per preset (different seeds)")
+    parser.add_argument("--seeds", type=int, default=3, help="llmlab runs per preset (different seeds)")
     args = parser.parse_args()
     if args.nanogpt is None:
         if not (DEFAULT_NANOGPT / "train.py").is_file():
@@ -139,22 +141,31 @@ def main() -> None:
     if not (args.nanogpt / "train.py").is_file():
         raise SystemExit(f"--nanogpt {args.nanogpt}: no train.py there; pass a nanoGPT checkout.")
     print(load_note(), f"torch threads {torch.get_num_threads()}", f"date {time.strftime('%Y-%m-%d %H:%M')}")
-    wall, base, iters = run_nanogpt(args.nanogpt, args.iters)
-    print(f"nanoGPT train.py, {iters} iters: {wall:.1f} s wall, whole val {base:.3f} bits/byte")
+    wall, first, iters = run_nanogpt(args.nanogpt, args.iters)
+    print(f"nanoGPT train.py, {iters} iters: {wall:.1f} s wall, whole val {first:.3f} bits/byte", flush=True)
+    results: dict[str, list[float]] = {}
     for preset in args.presets:
-        scores = []
+        scores = results.setdefault(preset, [])
         for seed in range(args.seeds):
             bpb, steps, spent = run_llmlab(preset, wall, 1337 + seed)
             scores.append(bpb)
             print(
-                f"{preset} seed {1337 + seed}: {steps} steps in {spent:.1f} s, whole val {bpb:.3f} bits/byte "
-                f"-> {bpb / base:.3f}x nanoGPT"
+                f"{preset} seed {1337 + seed}: {steps} steps in {spent:.1f} s, whole val {bpb:.3f} bits/byte",
+                flush=True,
             )
-        if len(scores) > 1:
-            print(
-                f"{preset}: median {statistics.median(scores):.3f} bits/byte "
-                f"(range {min(scores):.3f}-{max(scores):.3f}) -> {statistics.median(scores) / base:.3f}x"
-            )
+    wall_after, last, _ = run_nanogpt(args.nanogpt, args.iters)
+    base = statistics.mean([first, last])
+    print(
+        f"nanoGPT again at the end: {wall_after:.1f} s wall, whole val {last:.3f} bits/byte (drift: time "
+        f"{wall_after / wall - 1:+.1%}, bits/byte {last / first - 1:+.2%}); ratios divide by their mean {base:.3f}"
+    )
+    for preset, scores in results.items():
+        ratios = ", ".join(f"{b / base:.3f}x" for b in scores)
+        median = statistics.median(scores)
+        print(
+            f"{preset}: {len(scores)} seed(s) {ratios}; median {median:.3f} bits/byte = {median / base:.3f}x nanoGPT "
+            f"(range {min(scores) / base:.3f}-{max(scores) / base:.3f}x)"
+        )
     print(load_note())
 
 
