@@ -132,16 +132,15 @@ def _resume_command(args: argparse.Namespace, data_dir: Path) -> str:
 def _interrupted_line(stop: TrainingInterrupted, args: argparse.Namespace, data_dir: Path) -> str:
     """One line: where the run stopped, what was saved, and the exact command that continues it."""
     how = f" ({stop.signal_name})" if stop.signal_name else ""
-    resume = f" Continue with: {_resume_command(args, data_dir)}"
+    resume = tr("cli.continue_with", command=_resume_command(args, data_dir))
     if stop.checkpoint is not None:
         best = Path(args.out) / "best_checkpoint.bin"
         sample = (
-            f" Best so far: {best}."
+            tr("cli.best_so_far", path=best)
             if best.is_file()
-            else f" No {best.name} yet (the first evaluation after step 0 writes it): `llmlab generate` samples from "
-            f"{stop.checkpoint.name} until then."
+            else tr("cli.no_best_yet", best=best.name, last=stop.checkpoint.name)
         )
-        return f"interrupted{how} at step {stop.step}: this run's state is saved in {stop.checkpoint}.{sample}{resume}"
+        return tr("cli.interrupted", how=how, step=stop.step, path=stop.checkpoint, sample=sample, resume=resume)
     from llmlab.checkpoint_state import LAST_NAME
 
     last = Path(args.out) / LAST_NAME

@@ -157,6 +157,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": " (with --set max_iters=N to train longer)",
         "ja": "（さらに学習するなら --set max_iters=N も）",
     },
+    "cli.interrupted": {
+        "en": "interrupted{how} at step {step}: this run's state is saved in {path}.{sample}{resume}",
+        "ja": "ステップ {step} で中断しました{how}。この実行の状態は {path} に保存されています。{sample}{resume}",
+    },
+    "cli.best_so_far": {"en": " Best so far: {path}.", "ja": "これまでの最良: {path}。"},
+    "cli.no_best_yet": {
+        "en": " No {best} yet (the first evaluation after step 0 writes it): `llmlab generate` samples from {last} "
+        "until then.",
+        "ja": "{best} はまだありません（ステップ 0 のあとの最初の評価で書き込まれます）。それまで `llmlab generate` は "
+        "{last} から生成します。",
+    },
+    "cli.continue_with": {"en": " Continue with: {command}", "ja": "続きは: {command}"},
     # hf.py: where GPT-2's weights came from, or why they could not be had
     "gpt2.cached": {
         "en": "read from the local Hugging Face cache",

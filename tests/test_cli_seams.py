@@ -92,6 +92,15 @@ def test_the_interrupt_line_says_whether_a_best_checkpoint_exists(tmp_path: Path
     assert f"Best so far: {tmp_path / 'best_checkpoint.bin'}" in _interrupted_line(stop, args, tmp_path / "data")
 
 
+def test_the_interrupt_line_speaks_japanese(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMLAB_LANG", "ja")
+    args = build_parser().parse_args(["train", "--out", str(tmp_path)])
+    stop = TrainingInterrupted("interrupted", 3, tmp_path / "last_checkpoint.bin", "SIGINT")
+    line = _interrupted_line(stop, args, tmp_path / "data")
+    assert line.startswith("ステップ 3 で中断しました (SIGINT)。") and "best_checkpoint.bin はまだありません" in line
+    assert "続きは: llmlab train --data" in line and line.rstrip().endswith("--resume")
+
+
 @pytest.mark.parametrize(
     "name, meant",
     [
