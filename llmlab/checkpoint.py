@@ -22,7 +22,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,11 +189,12 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState | Mapping[str,
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | None = None
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | Callable[[], str] | None = None
 ) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; every failure is a clear ``ValueError``/``FileNotFoundError``.
 
-    ``fix`` replaces the advice given for a damaged file (the resume path names a flag that helps there).
+    ``fix`` replaces the advice given for a damaged file (the resume path names a flag that helps there): a text,
+    or a function that returns one, called only when a message needs it.
     """
     path = Path(path)
     if path.is_dir():
@@ -209,17 +210,21 @@ def load_checkpoint(
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4)
-    damaged = fix or f"Use the other checkpoint ({BEST_NAME}/{LAST_NAME}) or train again."
+
+    def advice(default: str) -> str:  # a callable fix is worked out only when a message needs it
+        return (fix() if callable(fix) else fix) or default
+
+    damaged = f"Use the other checkpoint ({BEST_NAME}/{LAST_NAME}) or train again."
     # torch.save writes a zip archive: anything else was never a (modern) PyTorch checkpoint.
     if head != b"PK\x03\x04":
         raise ValueError(
             f"{path} is not a PyTorch checkpoint (it does not start with a zip header; first bytes {head!r}). "
-            + (fix or f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
+            + advice(f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
         )
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path} is truncated or corrupt ({size:,} bytes; its zip directory is missing), e.g. a copy or save "
-            f"that was cut short. {damaged}"
+            f"that was cut short. {advice(damaged)}"
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -232,19 +237,19 @@ def load_checkpoint(
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes): {first}. {damaged}") from None
+        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes): {first}. {advice(damaged)}") from None
     if not isinstance(payload, dict) or not all(k in payload for k in _REQUIRED_KEYS):
         keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(
             f"{path} is a PyTorch file but not an llmlab checkpoint: expected a dict with keys "
-            f"{list(_REQUIRED_KEYS)}, found {keys}. " + (fix or f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
+            f"{list(_REQUIRED_KEYS)}, found {keys}. " + advice(f"Pass a {BEST_NAME} or {LAST_NAME} written by llmlab.")
         )
     _check_format_version(payload, str(path))
     return payload
 
 
 def load_training_state(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | None = None
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str | Callable[[], str] | None = None
 ) -> TrainingState:
     """:func:`load_checkpoint` as a :class:`TrainingState`."""
     return TrainingState.from_dict(load_checkpoint(path, map_location, fix), source=str(path))
@@ -274,13 +279,7 @@ def load_resume_state(out_dir: str | os.PathLike, map_location: str | torch.devi
 
     if not path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}. {instead()}")
-    marker = "\x00advice\x00"  # where the advice goes in load_checkpoint's message for a damaged file
-    try:
-        return load_training_state(path, map_location, fix=marker)
-    except ValueError as error:
-        if marker not in str(error):
-            raise
-        raise ValueError(str(error).replace(marker, instead())) from None
+    return load_training_state(path, map_location, fix=instead)  # the advice is worked out only if it fails
 
 
 def _readable(path: Path) -> bool:

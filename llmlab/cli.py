@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmlab.checkpoint_state import BEST_NAME, LAST_NAME
 from llmlab.cli_args import DEFAULT_CHECKPOINT, DEFAULT_LAST, build_parser, parse_overrides
 from llmlab.config import DEFAULT_PRESET, Config, get_preset
 from llmlab.i18n import tr
@@ -134,15 +135,13 @@ def _interrupted_line(stop: TrainingInterrupted, args: argparse.Namespace, data_
     how = f" ({stop.signal_name})" if stop.signal_name else ""
     resume = tr("cli.continue_with", command=_resume_command(args, data_dir))
     if stop.checkpoint is not None:
-        best = Path(args.out) / "best_checkpoint.bin"
+        best = Path(args.out) / BEST_NAME
         sample = (
             tr("cli.best_so_far", path=best)
             if best.is_file()
             else tr("cli.no_best_yet", best=best.name, last=stop.checkpoint.name)
         )
         return tr("cli.interrupted", how=how, step=stop.step, path=stop.checkpoint, sample=sample, resume=resume)
-    from llmlab.checkpoint_state import LAST_NAME
-
     last = Path(args.out) / LAST_NAME
     return f"{stop}" + (resume if last.exists() else "")
 
