@@ -16,7 +16,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmlab.i18n import tr
 from llmlab.validate import check_choice, check_int, check_number, invalid
@@ -29,6 +29,7 @@ __all__ = [
     "get_preset",
     "preset_names",
     "fast_mode",
+    "full_or_fast",
     "course_path",
     "MODERN_TECHNIQUES",
     "modern_settings",
@@ -488,6 +489,17 @@ def fast_mode() -> bool:
     import os
 
     return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+T = TypeVar("T")
+
+
+def full_or_fast(full: T, fast: T) -> T:
+    """``full`` normally, ``fast`` in fast mode: one switch for a notebook's step counts, text sizes and seconds.
+
+    ``steps = full_or_fast(full=500, fast=20)`` reads as what the learner gets, with the test-run value beside it.
+    """
+    return fast if fast_mode() else full
 
 
 FAST_ROOT_ENV = "LLMLAB_FAST_ROOT"

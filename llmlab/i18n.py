@@ -49,6 +49,31 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ja": "num_heads={wanted} は embedding_size={emb} を割り切れません（各ヘッドは embedding_size / num_heads "
         "チャネルを受け持ちます）。そこで num_heads を {chosen} にしました。選べる値: {options}。",
     },
+    # compare.py: the course's one rule for "better than" (Comparison.says)
+    "compare.better": {
+        "en": "{lower} is lower than {higher} by {gap:.3f} ({level}% interval of the gap {low:+.3f} to {high:+.3f}, "
+        "{n_a} and {n_b} seeds): a difference larger than the noise.",
+        "ja": "{lower} は {higher} より {gap:.3f} 低い値です（差の {level}% 区間 {low:+.3f} 〜 {high:+.3f}、シード "
+        "{n_a} 個と {n_b} 個）。ノイズより大きな差です。",
+    },
+    "compare.suggestive": {
+        "en": "{lower} is lower than {higher} by {gap:.3f}, but with {n_a} and {n_b} seeds this is only suggestive "
+        "({level}% interval of the gap {low:+.3f} to {high:+.3f}): re-run with more seeds before calling it better.",
+        "ja": "{lower} は {higher} より {gap:.3f} 低い値ですが、シード {n_a} 個と {n_b} 個では示唆にとどまります"
+        "（差の {level}% 区間 {low:+.3f} 〜 {high:+.3f}）。良いと言う前にシードを増やして再実行してください。",
+    },
+    "compare.noise": {
+        "en": "{lower} and {higher} differ by {gap:.3f}, within the noise ({level}% interval of the gap {low:+.3f} "
+        "to {high:+.3f}, {n_a} and {n_b} seeds): no winner.",
+        "ja": "{lower} と {higher} の差 {gap:.3f} はノイズの範囲内です（差の {level}% 区間 {low:+.3f} 〜 "
+        "{high:+.3f}、シード {n_a} 個と {n_b} 個）。勝者はいません。",
+    },
+    "compare.unknown": {
+        "en": "{a} and {b} cannot be told apart from noise: {n_a} and {n_b} seeds (at least 2 each are needed to "
+        "see the spread, 3 to call one better).",
+        "ja": "{a} と {b} はノイズと区別できません。シードは {n_a} 個と {n_b} 個です（ばらつきを見るには各 2 個以上、"
+        "良いと言うには 3 個以上が必要です）。",
+    },
     # widgets/live.py: the runs table
     "table.empty": {
         "en": "No runs yet: choose settings and press <b>Train</b>.",

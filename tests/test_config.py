@@ -140,3 +140,12 @@ def test_learner_files_fingerprint_sees_a_changed_checkpoint(tmp_path) -> None:
     before = learner_files_fingerprint(tmp_path)
     ckpt.write_bytes(b"bb")
     assert learner_files_fingerprint(tmp_path) != before
+
+
+def test_full_or_fast_follows_the_fast_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlab.config import full_or_fast
+
+    monkeypatch.setenv("LLMLAB_FAST", "1")
+    assert full_or_fast(full=500, fast=20) == 20
+    monkeypatch.setenv("LLMLAB_FAST", "0")
+    assert full_or_fast(full=500, fast=20) == 500

@@ -26,6 +26,7 @@ FLOORS = {
     "corpus": 1,
     "plots": 1,
     "metrics": 1,
+    "compare": 1,
     "bpe": 1,
     "gpt2_files": 1,
     "tokenizers": 2,
