@@ -364,13 +364,28 @@ class ThreadTuner(Callback):
 
 
 class StuckHint(Callback):
-    """One hint when val loss has not improved by 0.5% over ``patience`` evaluations: overfitting or a bad lr.
+    """One hint per run when validation loss has stopped improving for a reason worth acting on.
 
-    Reads every evaluation of the run (a resumed run's earlier ones too) from ``trainer.result.evals``.
+    The gate: the last ``patience`` evaluations improved on the best before them by less than 0.5%. Then
+    only two curves get a hint:
+
+    - **risen from its best**: the model learned (val fell at least 0.5% below the first evaluation) and
+      the last evaluation is above the best by more than ``rise`` (relative, 1% by default). If train loss
+      still falls since the best evaluation the model is **overfitting**; if it does not, ``max_lr`` is
+      the suspect.
+    - **never improved**: val is flat, or rising, from the first evaluation on: a bad ``max_lr`` (too high
+      and too low both stall) or a model too small.
+
+    A curve that still improves, however slowly, or that levels off at its best, gets no hint: the best
+    checkpoint is still the latest one worth keeping. Reads every evaluation of the run (a resumed run's
+    earlier ones too) from ``trainer.result.evals``.
     """
 
-    def __init__(self, patience: int = 3) -> None:
+    MIN_GAIN = 0.005  # an improvement smaller than 0.5% counts as none
+
+    def __init__(self, patience: int = 3, rise: float = 0.01) -> None:
         self.patience = patience
+        self.rise = rise
         self.hinted = False
 
     def on_train_start(self, trainer: TrainerView) -> None:
@@ -380,25 +395,51 @@ class StuckHint(Callback):
         p, evals = self.patience, trainer.result.evals
         if p <= 0 or self.hinted or len(evals) < p + 2:
             return
-        before = min(e.val_loss for e in evals[:-p])
-        recent = min(e.val_loss for e in evals[-p:])
-        if recent < before * 0.995:  # less than 0.5% better over the last p evaluations counts as stuck
-            return
-        self.hinted = True
-        tc, mc = trainer.config.train, trainer.config.model
-        if evals[-1].train_loss < evals[-p - 1].train_loss * 0.99:
-            hint = (
-                "train loss still falls while val does not: the model is overfitting. Stop here (the best "
-                f"checkpoint is kept), add dropout (now {mc.dropout}) or train on more data."
+        hint = self.hint(evals, trainer.config)
+        if hint:
+            self.hinted = True
+            trainer.log(hint)
+
+    def hint(self, evals: list[EvalInfo], config: Any) -> str:
+        """The hint these evaluations call for under ``config`` (a :class:`llmlab.config.Config`), or ``""``."""
+        p = self.patience
+        vals = [e.val_loss for e in evals]
+        before, recent = min(vals[:-p]), min(vals[-p:])
+        if recent < before * (1 - self.MIN_GAIN):  # still improving by 0.5% or more: nothing to say
+            return ""
+        best_i = vals.index(min(vals))
+        best, first, last = evals[best_i], evals[0], evals[-1]
+        learned = best.val_loss < first.val_loss * (1 - self.MIN_GAIN)
+        risen = last.val_loss > best.val_loss * (1 + self.rise)
+        if learned and not risen:
+            return ""  # improving slowly, or level at its best: neither overfitting nor a bad rate
+        tc, mc = config.train, config.model
+        head = f"hint: val loss improved by less than 0.5% over the last {p} evaluations"
+        if not learned:
+            trend = "rose" if risen else "stayed flat"
+            advice = (
+                f"try a lower max_lr (now {tc.max_lr:g})"
+                if risen
+                else f"try a different max_lr (now {tc.max_lr:g}; too high and too low both stall)"
             )
-        else:
-            hint = (
-                f"both losses are flat: try a different max_lr (now {tc.max_lr:g}; too high and too low both "
-                f"stall) or a bigger model (embedding_size={mc.embedding_size}, depth={mc.depth})."
+            return (
+                f"{head}, and it {trend} from the first evaluation ({first.val_loss:.4f} at step {first.step}, "
+                f"{last.val_loss:.4f} at step {last.step}): the model is not learning. {advice}, or a bigger "
+                f"model (embedding_size={mc.embedding_size}, depth={mc.depth})."
             )
-        trainer.log(
-            f"hint: val loss improved by less than 0.5% over the last {p} evaluations (best before {before:.4f}, "
-            f"best since {recent:.4f}); {hint}"
+        rose = (
+            f"{head}, and it has risen from its best {best.val_loss:.4f} (step {best.step}) to {last.val_loss:.4f} "
+            f"(step {last.step})"
+        )
+        if last.train_loss < best.train_loss * 0.99:
+            return (
+                f"{rose} while train loss still falls ({best.train_loss:.4f} -> {last.train_loss:.4f}): the model "
+                f"is overfitting. Stop here (the best checkpoint, step {best.step}, is kept), add dropout (now "
+                f"{mc.dropout}) or weight decay (now {tc.weight_decay:g}), or train on more data."
+            )
+        return (
+            f"{rose}, and train loss has stopped falling too: a sign of updates too large to settle; try a lower "
+            f"max_lr (now {tc.max_lr:g})."
         )
 
 

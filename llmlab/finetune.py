@@ -7,14 +7,16 @@ What happens (notebook 08 builds each step by hand):
 
 1. the base model and its tokenizer come from the checkpoint; the tokenizer gains the template's special
    tokens (:class:`~llmlab.tokenizers.ChatTokenizer`) and the model's embedding grows to match;
-2. examples come from the plays (the reply to the previous speech, by a named speaker) or from a
-   ``.jsonl`` file with ``speaker`` / ``context`` / ``reply`` fields; whole plays (or the file's last
-   lines) are held out;
+2. examples come from the plays (the reply, by a named speaker, to the last line of the speech before), from
+   a ``.jsonl`` file with ``speaker`` / ``context`` / ``reply`` fields, or from a list of
+   :class:`~llmlab.sft.Example`; whole plays (or the file's last tenth) are held out;
 3. the same :class:`~llmlab.train.Trainer` trains on :class:`FineTuneData` (masked batches, see
    :mod:`llmlab.sft`): same checkpoints, resume, progress bar and callbacks as ``llmlab train``.
 
 Measure, don't eyeball: :func:`reply_bits_per_byte` scores the replies of held-out examples (lower is
-better); the cost in forgetting is the plain-text val bits/byte before and after.
+better), :func:`reply_scores` each one on its own (for a spread); scoring them again after
+:func:`llmlab.sft.shuffle_contexts` shows whether the replies depend on their prompts; the cost in forgetting
+is the plain-text val bits/byte before and after.
 """
 
 from __future__ import annotations
@@ -48,19 +50,30 @@ __all__ = [
     "chat_model",
     "finetune_config",
     "reply_bits_per_byte",
+    "reply_scores",
     "reply",
     "finetune",
 ]
 
-# Held out by default: two tragedies and a comedy the model never fine-tunes on.
-DEFAULT_VAL_PLAYS = ("hamlet", "macbeth", "twelfth_night")
+# Held out by default: the three plays that llmlab.data.prepare holds out of the embedded corpus by default
+# (seeded whole documents), so a base model pretrained on that split has never read them either.
+DEFAULT_VAL_PLAYS = ("antony_and_cleopatra", "merchant_of_venice", "richard_ii")
+
+# The embedded plays' examples by default: the reply to the *last line* of the speech before, replies of at
+# most 200 characters. A line is what a reply most directly answers, and template + line + reply then fit in
+# 128 BPE tokens (about 300 characters), so a small model sees the whole prompt it is asked to answer.
+CONTEXT_LINES = 1
+MAX_CHARS = 200
 
 
-def load_examples(path: str | os.PathLike | None = None, max_chars: int = 400) -> list[Example]:
-    """Examples from the embedded plays (``path=None``), or from a ``.jsonl`` file of
+def load_examples(
+    path: str | os.PathLike | None = None, max_chars: int = MAX_CHARS, context_lines: int | None = CONTEXT_LINES
+) -> list[Example]:
+    """Examples from the embedded plays (``path=None``; see :func:`llmlab.sft.dialogue_examples` for
+    ``max_chars`` and ``context_lines``, None: whole speeches), or from a ``.jsonl`` file of
     ``{"speaker": ..., "context": ..., "reply": ...}`` lines (``"play"`` optional: it groups the hold-out)."""
     if path is None:
-        return list(_embedded_examples(max_chars))
+        return list(_embedded_examples(max_chars, context_lines))
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -89,12 +102,13 @@ def load_examples(path: str | os.PathLike | None = None, max_chars: int = 400) -
 
 
 @functools.lru_cache(maxsize=4)
-def _embedded_examples(max_chars: int) -> tuple[Example, ...]:
+def _embedded_examples(max_chars: int, context_lines: int | None) -> tuple[Example, ...]:
     # The plays never change, and parsing all of them takes seconds: a notebook that fine-tunes several times
     # parses once (Examples are frozen, so sharing them is safe).
     check_int("max_chars", max_chars, 1)
     ds = shakespeare()
-    return tuple(dialogue_examples(dict(zip(ds["title"], ds["text"])), max_chars=max_chars))
+    works = dict(zip(ds["title"], ds["text"]))
+    return tuple(dialogue_examples(works, max_chars=max_chars, context_lines=context_lines))
 
 
 def _holdout(examples: Sequence[Example], val_plays: Sequence[str] | None) -> tuple[list[Example], list[Example]]:
@@ -190,22 +204,38 @@ def finetune_config(base: Config, max_iters: int = 300, max_lr: float = 3e-4, **
 
 
 @torch.no_grad()
+def _reply_nats(model: GPT, batches: SFTBatches) -> list[float]:
+    """Each example's summed loss (nats) over its reply tokens, in order."""
+    was_training = model.training
+    model.eval()
+    sums: list[float] = []
+    for x, y in batches.all_batches():
+        logits, _ = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none")
+        sums.extend(loss.sum(dim=1).tolist())  # ignored positions add exactly 0
+    model.train(was_training)
+    return sums
+
+
 def reply_bits_per_byte(
     model: GPT, examples: Sequence[Example], tokenizer: ChatTokenizer, batch_size: int = 16
 ) -> float:
     """Bits per byte of the held-out replies given their prompts (every example once; lower is better)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     batches = SFTBatches(examples, tokenizer, model.config.block_size, batch_size, device=device)
-    total = 0.0
-    for x, y in batches.all_batches():
-        logits, _ = model(x)
-        total += float(
-            torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-        )
-    model.train(was_training)
+    total = math.fsum(_reply_nats(model, batches))
     return bits_per_byte(total / batches.target_tokens, batches.target_tokens, batches.target_bytes)
+
+
+def reply_scores(
+    model: GPT, examples: Sequence[Example], tokenizer: ChatTokenizer, batch_size: int = 16
+) -> list[float]:
+    """Bits per byte of each example's reply given its prompt, in order (lower is better): the spread over
+    examples that a mean hides. Their byte-weighted mean is :func:`reply_bits_per_byte`."""
+    device = next(model.parameters()).device
+    batches = SFTBatches(examples, tokenizer, model.config.block_size, batch_size, device=device)
+    nats = _reply_nats(model, batches)
+    return [n / math.log(2) / max(1, b) for n, b in zip(nats, batches.bytes_per_example)]
 
 
 def reply(
@@ -259,7 +289,7 @@ class FineTuneResult:
 def finetune(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
-    data: str | os.PathLike | None = None,
+    data: str | os.PathLike | Sequence[Example] | None = None,
     max_iters: int = 300,
     max_lr: float = 3e-4,
     val_plays: Sequence[str] | None = None,
@@ -271,16 +301,19 @@ def finetune(
 ) -> FineTuneResult:
     """Fine-tune the model in ``checkpoint`` on reply examples; checkpoints go to ``out_dir``.
 
-    Examples the checkpoint's tokenizer cannot encode (a character vocabulary may lack a symbol) are left
-    out. ``mask_prompt=False`` trains on whole sequences, prompts included (for comparison). An earlier run
-    in ``out_dir`` is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
+    ``data``: None for the embedded plays (:func:`load_examples`' defaults), a ``.jsonl`` path, or the
+    examples themselves (e.g. ``load_examples(context_lines=None)``). Examples the checkpoint's tokenizer
+    cannot encode (a character vocabulary may lack a symbol) are left out. ``mask_prompt=False`` trains on
+    whole sequences, prompts included (for comparison). An earlier run in ``out_dir`` is refused unless
+    ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     model, tokenizer, payload = model_from_checkpoint(checkpoint)
     model.train()
     model, chat = chat_model(model, tokenizer)
     base = Config.from_dict(payload["config"]).override(vocab_size=chat.vocab_size)
     config = finetune_config(base, max_iters, max_lr, **dict(overrides or {}))
-    train, val = (encodable(part, chat) for part in _holdout(load_examples(data), val_plays))
+    examples = load_examples(data) if data is None or isinstance(data, (str, os.PathLike)) else list(data)
+    train, val = (encodable(part, chat) for part in _holdout(examples, val_plays))
     before = _base_score(checkpoint, model, val, chat)
     trainer = Trainer(
         config,

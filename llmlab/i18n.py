@@ -79,20 +79,40 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "No runs yet: choose settings and press <b>Train</b>.",
         "ja": "まだ実行がありません。設定を選んで <b>学習開始</b> を押してください。",
     },
+    # the mark on the lowest-mean run follows llmlab.compare's verdict; {says} is Comparison.says()
+    "table.best": {"en": "Bold: {says}", "ja": "太字：{says}"},
+    "table.suggestive": {
+        "en": "Italic: the lowest mean so far, not yet a finding. {says}",
+        "ja": "斜体：平均はいちばん低いものの、まだ結論ではありません。{says}",
+    },
+    "table.no_best": {"en": "No run is marked: {says}", "ja": "印を付けた実行はありません。{says}"},
     "table.no_best_one_seed": {
-        "en": "No run is ahead by more than the spread between seeds: repeat ×2 or more to tell an effect from noise.",
-        "ja": "シード間のばらつきを超えて先行している実行はありません。"
-        "効果とノイズを見分けるには ×2 以上繰り返してください。",
+        "en": "No run is marked: {says} Set repeat ×3 or more for each setting.",
+        "ja": "印を付けた実行はありません。{says}「繰り返し ×N」を 3 以上にして各設定を学習してください。",
     },
-    "table.no_best": {
-        "en": "No run is ahead by more than the spread between seeds (twice the standard error of the difference): "
-        "the best two may differ by chance; repeat with more seeds, or change a setting more.",
-        "ja": "シード間のばらつき（差の標準誤差の 2 倍）を超えて先行している実行はありません。上位 2 つの差は偶然かも"
-        "しれません。シードを増やして繰り返すか、設定をもっと大きく変えてください。",
+    # widgets/explorer.py: the schedule panel's line
+    "schedule.peak": {
+        "en": "peak {peak} at step {step}, ending at {end}",
+        "ja": "ピーク {peak}（ステップ {step}）、最後は {end}",
     },
-    "table.best": {
-        "en": "Bold: ahead of the next run by {lead}, more than twice the standard error of the difference over seeds.",
-        "ja": "太字：次の実行より {lead} 先行しており、シード間の差の標準誤差の 2 倍を超えています。",
+    "schedule.budget_first": {
+        "en": "; the time budget (max_seconds={seconds}) runs out at step {stop} at {sps} steps/s, before "
+        "max_iters={max_iters}: the run stops there, and its cosine reaches min_lr there.",
+        "ja": "。毎秒 {sps} ステップなら、時間の予算（max_seconds={seconds}）は max_iters={max_iters} より前の"
+        "ステップ {stop} で尽きます。学習はそこで止まり、コサインもそこで min_lr に達します。",
+    },
+    "schedule.steps_first": {
+        "en": "; at {sps} steps/s max_iters={max_iters} comes before the time budget (max_seconds={seconds} ends at "
+        "step {budget}); the cosine follows whichever progress, steps or time, is further along.",
+        "ja": "。毎秒 {sps} ステップなら、max_iters={max_iters} のほうが時間の予算（max_seconds={seconds}、"
+        "ステップ {budget} で終了）より先に来ます。コサインは、ステップと時間のうち進んでいるほうに従います。",
+    },
+    "schedule.budget_unknown": {
+        "en": "; max_seconds={seconds} may stop the run, and end its cosine, before max_iters={max_iters}: this "
+        "curve counts steps only (give steps_per_second= to place the budget).",
+        "ja": "。max_seconds={seconds} により、max_iters={max_iters} より前に学習が止まり、コサインもそこで終わる"
+        "かもしれません。この曲線はステップだけで描いています（予算の位置を描くには steps_per_second= を"
+        "指定してください）。",
     },
     # widgets/race.py
     "button.race": {"en": "Race", "ja": "レース開始"},

@@ -195,8 +195,10 @@ def lr_schedule(
     ax: Axes | None = None,
     warmup: int | None = None,
     title: str = "Learning-rate schedule",
+    stop: int | None = None,
 ) -> Figure:
-    """One or several learning-rate schedules: ``{label: (steps, lrs)}``; ``warmup`` shades the warm-up."""
+    """One or several learning-rate schedules: ``{label: (steps, lrs)}``; ``warmup`` shades the warm-up;
+    ``stop`` marks the step where a wall-clock budget ends the run (a dashed vertical line)."""
     if not isinstance(schedules, Mapping) or not schedules:
         raise ValueError("schedules must be a non-empty mapping {label: (steps, lrs)}.")
     fig, ax = _target(ax, 7.0, 3.6)
@@ -205,6 +207,8 @@ def lr_schedule(
         ax.plot(x, y, color=color_for(i), linewidth=2.0, label=label)
     if warmup:
         ax.axvspan(0, warmup, color="0.85", alpha=0.6, label=f"warm-up ({warmup} steps)")
+    if stop is not None:
+        ax.axvline(stop, color="0.3", linestyle="--", linewidth=1.2, label=f"time budget ends (step {stop})")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title(title)

@@ -3,15 +3,22 @@
 Conventions differ between courses: nanoGPT warms up as ``max_lr * (step + 1) / (warmup_iters + 1)`` (so step 0
 already trains, at a small rate), Hugging Face's schedulers as ``max_lr * step / warmup_iters`` (step 0 at rate 0).
 llmlab follows nanoGPT, so a value at a given step can differ from another course's by that one step.
+
+With a wall-clock budget (``max_seconds > 0``) the Trainer passes ``time_fraction = elapsed / max_seconds`` and
+the cosine follows the larger of the two progressions, so it reaches ``min_lr`` when the time runs out.
+:func:`planned_lrs` draws that schedule ahead of a run from a speed in steps per second (for instance
+:func:`measured_steps_per_second` of an earlier run of the same settings).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from llmlab.config import TrainConfig
+from llmlab.validate import check_number
 
-__all__ = ["lr_at"]
+__all__ = ["lr_at", "budget_step", "planned_lrs", "measured_steps_per_second"]
 
 
 def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> float:
@@ -29,3 +36,52 @@ def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> 
     progress = min(max(progress, 0.0), 1.0)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return train.min_lr + cosine * (train.max_lr - train.min_lr)
+
+
+def budget_step(train: TrainConfig, steps_per_second: float) -> int | None:
+    """The step at which the Trainer stops on the time budget when it runs ``steps_per_second`` steps per second
+    (evaluations included), or None without a budget (``max_seconds == 0``).
+
+    The Trainer checks the clock before each step: at step ``s`` it has spent about ``s / steps_per_second``
+    seconds, and it stops at the first ``s`` where ``s / (steps_per_second * max_seconds) >= 1``. A budget
+    larger than ``max_iters`` needs gives a step beyond ``max_iters`` (the run stops at ``max_iters`` first).
+    """
+    sps = check_number("steps_per_second", steps_per_second, 0, low_open=True, fix="use a speed > 0, e.g. 10.0.")
+    if train.max_seconds <= 0:
+        return None
+    span = sps * train.max_seconds  # steps the budget holds
+    step = math.ceil(span)
+    while step > 0 and (step - 1) / span >= 1.0:  # the same test as the Trainer's, in floating point
+        step -= 1
+    while step / span < 1.0:
+        step += 1
+    return step
+
+
+def planned_lrs(train: TrainConfig, steps_per_second: float | None = None) -> list[float]:
+    """The learning rate at steps ``0 .. stop`` as the Trainer will apply it; ``stop`` is where the run ends.
+
+    Without a time budget (or without a speed to place it) this is ``lr_at(s, train)`` up to ``max_iters``.
+    With ``max_seconds > 0`` and ``steps_per_second``, step ``s`` gets ``lr_at(s, train, time_fraction=s /
+    (steps_per_second * max_seconds))`` and the list ends at the first step where the time is up (or at
+    ``max_iters``, whichever comes first): the value there is ``min_lr``, the end of the cosine (the last step
+    trained is the one before it).
+    """
+    stop = None if steps_per_second is None else budget_step(train, steps_per_second)
+    if stop is None:
+        return [lr_at(s, train) for s in range(train.max_iters + 1)]
+    span = steps_per_second * train.max_seconds
+    return [lr_at(s, train, time_fraction=s / span) for s in range(min(stop, train.max_iters) + 1)]
+
+
+def measured_steps_per_second(result: Any) -> float:
+    """Steps per second on the Trainer's clock (evaluations included) from a finished run's ``TrainResult``:
+    the last evaluation's step over its ``elapsed`` seconds. Pass it to :func:`planned_lrs` for a run of the
+    same settings on the same machine."""
+    evals = [e for e in getattr(result, "evals", []) if e.step > 0 and e.elapsed > 0]
+    if not evals:
+        raise ValueError(
+            "result has no evaluation after step 0 with a time: pass the TrainResult of a run that trained at "
+            "least one step (Trainer(...).fit())."
+        )
+    return evals[-1].step / evals[-1].elapsed

@@ -1,9 +1,9 @@
 """Supervised fine-tuning data: dialogue examples from the plays, a chat template, loss masking, batches.
 
-The task (notebook 08, ``llmlab finetune``): given who speaks and the speech before, write the reply::
+The task (notebook 08, ``llmlab finetune``): given who speaks and the line before, write the reply::
 
-    <|speaker|>Oph.<|context|>For Hamlet, and the trifling of his favour, ...<|reply|>No more but so?<|endoftext|>
-    \\______________________ prompt: target -1, no loss __________________/\\__ reply: learned __/
+    <|speaker|>Oph.<|context|>For Hamlet, and the trifling of his favour,<|reply|>No more but so?<|endoftext|>
+    \\________________________ prompt: target -1, no loss ________________________/\\_____ reply: learned _____/
 
 Only the reply's tokens (and the end-of-text that closes it) are targets; every prompt position gets
 target -1, which ``F.cross_entropy(ignore_index=-1)`` skips, so the prompt contributes exactly zero
@@ -15,6 +15,7 @@ the model never saw, by characters it may never have met.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "speeches",
     "dialogue_examples",
     "split_by_play",
+    "shuffle_contexts",
     "render",
     "collate",
     "SFTBatches",
@@ -65,13 +67,23 @@ def speeches(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def dialogue_examples(works: Mapping[str, str], max_chars: int = 400) -> list[Example]:
-    """Every pair of consecutive speeches by two different speakers, with both speeches at most ``max_chars``."""
+def dialogue_examples(
+    works: Mapping[str, str], max_chars: int = 400, context_lines: int | None = None
+) -> list[Example]:
+    """Every pair of consecutive speeches by two different speakers, with context and reply at most ``max_chars``.
+
+    ``context_lines=N`` keeps only the last N lines of the first speech as the context (the line a reply
+    answers most directly, and short enough that the template, context and reply fit a small model's window).
+    """
     check_int("max_chars", max_chars, 1)
+    if context_lines is not None:
+        check_int("context_lines", context_lines, 1)
     examples = []
     for play, text in works.items():
         parts = speeches(text)
         for (who_a, said_a), (who_b, said_b) in zip(parts, parts[1:]):
+            if context_lines is not None:
+                said_a = "\n".join(said_a.split("\n")[-context_lines:])
             if who_a and who_b and who_a != who_b and len(said_a) <= max_chars and len(said_b) <= max_chars:
                 examples.append(Example(play, who_b, said_a, said_b))
     return examples
@@ -97,6 +109,20 @@ def split_by_play(examples: Sequence[Example], val_plays: Sequence[str]) -> tupl
     if unknown:
         raise ValueError(f"val_plays {sorted(unknown)} have no examples; choose from the plays the examples come from.")
     return [e for e in examples if e.play not in held], [e for e in examples if e.play in held]
+
+
+def shuffle_contexts(examples: Sequence[Example], seed: int = 0) -> list[Example]:
+    """The examples with their contexts permuted among them: each reply now follows another example's context.
+
+    The control for "does the reply depend on its prompt?": a model that ignores the context scores the
+    replies the same after the shuffle; one that uses it scores them worse. Every example gets a context from
+    a different example (a random order, then each takes the next one's context), so none keeps its own.
+    """
+    if len(examples) < 2:
+        raise ValueError(f"shuffling contexts needs at least 2 examples, got {len(examples)}.")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    donor = {int(i): int(j) for i, j in zip(order, np.roll(order, -1))}
+    return [dataclasses.replace(e, context=examples[donor[k]].context) for k, e in enumerate(examples)]
 
 
 def render(example: Example, tokenizer: ChatTokenizer, max_tokens: int) -> tuple[list[int], list[bool]]:
@@ -184,7 +210,11 @@ class SFTBatches:
 
     @functools.cached_property
     def target_bytes(self) -> int:
-        return sum(_reply_bytes(ids, mask, self.tokenizer) for ids, mask in self.rendered)
+        return sum(self.bytes_per_example)
+
+    @functools.cached_property
+    def bytes_per_example(self) -> list[int]:
+        return [_reply_bytes(ids, mask, self.tokenizer) for ids, mask in self.rendered]
 
     def __len__(self) -> int:
         return len(self.rendered)

@@ -137,6 +137,52 @@ def test_stuck_hint_quiet_while_improving_or_switched_off() -> None:
     assert trainer.messages == [] and flat.messages == []
 
 
+def _hints(val: list[float], train: list[float] | None = None, patience: int = 3) -> list[str]:
+    """The hints StuckHint gives when the evaluations arrive one by one (as in a run)."""
+    train = train or [2.0] * len(val)
+    evals = [EvalInfo(10 * i, t, v, v) for i, (t, v) in enumerate(zip(train, val))]
+    trainer = fake_trainer([])
+    hint = StuckHint(patience=patience)
+    hint.on_train_start(trainer)
+    for e in evals:
+        trainer.result.evals.append(e)
+        hint.on_eval(trainer, e)
+    return trainer.messages
+
+
+def test_no_hint_while_val_improves_slowly_even_when_train_falls_fast() -> None:
+    # The review's case (04b mission 4): val still falling by ~0.1% per evaluation while train loss plunges.
+    val = [3.0, 2.5, 2.4, *(2.4 * (1 - 0.001 * i) for i in range(1, 10))]
+    train = [3.0 - 0.15 * i for i in range(len(val))]
+    assert _hints(val, train) == []
+    # Levelling off at its best (within the 1% rise allowed to evaluation noise) is no overfitting either.
+    assert _hints([3.0, 2.5, 2.4, 2.41, 2.405, 2.42, 2.41, 2.415], train[:8]) == []
+
+
+def test_the_overfitting_hint_fires_once_val_has_turned_up() -> None:
+    val = [3.0, 2.5, 2.4, 2.38, 2.4, 2.45, 2.52, 2.6]
+    train = [3.0, 2.5, 2.35, 2.2, 2.05, 1.9, 1.75, 1.6]
+    messages = _hints(val, train)
+    assert len(messages) == 1 and "overfitting" in messages[0]
+    assert "risen from its best 2.3800 (step 30)" in messages[0] and "step 30, is kept" in messages[0]
+    # It fired at the first evaluation more than 1% above the best once 3 evaluations brought no progress:
+    assert "to 2.5200 (step 60)" in messages[0]
+
+
+def test_a_rise_with_train_loss_flat_points_at_the_learning_rate() -> None:
+    messages = _hints([3.0, 2.5, 2.4, 2.42, 2.45, 2.6], [3.0, 2.5, 2.4, 2.4, 2.41, 2.42])
+    assert len(messages) == 1 and "overfitting" not in messages[0] and "lower max_lr" in messages[0]
+
+
+def test_a_bad_learning_rate_flat_or_rising_from_the_start_gets_its_own_hint() -> None:
+    flat = _hints([3.0, 3.0, 2.999, 3.0, 3.001])
+    assert len(flat) == 1 and "stayed flat from the first evaluation" in flat[0]
+    assert "too high and too low both stall" in flat[0] and "overfitting" not in flat[0]
+    rising = _hints([3.0, 3.1, 3.3, 3.6, 4.0], [3.0, 3.1, 3.3, 3.6, 4.0])
+    assert len(rising) == 1 and "rose from the first evaluation" in rising[0] and "lower max_lr" in rising[0]
+    assert "not learning" in rising[0] and "overfitting" not in rising[0]
+
+
 def test_oom_retry_halves_keeping_sequences_per_step() -> None:
     assert [smaller_batch(b) for b in (1, 2, 6, 7, 8, 12)] == [1, 1, 3, 1, 4, 6]
     retry = OOMRetry()

@@ -134,7 +134,7 @@ def test_embedded_plays_are_parsed_once_and_each_caller_gets_its_own_list(monkey
 
     parsed = []
     real = ft.dialogue_examples
-    monkeypatch.setattr(ft, "dialogue_examples", lambda works, max_chars: parsed.append(1) or real(works, max_chars))
+    monkeypatch.setattr(ft, "dialogue_examples", lambda works, **kw: parsed.append(1) or real(works, **kw))
     ft._embedded_examples.cache_clear()
     try:
         first, second = load_examples(), load_examples()
@@ -148,6 +148,41 @@ def test_embedded_plays_are_parsed_once_and_each_caller_gets_its_own_list(monkey
         ft._embedded_examples.cache_clear()  # later tests parse with the real function
 
 
-def test_embedded_plays_give_examples_and_hold_out_whole_plays() -> None:
+def test_embedded_plays_give_one_line_examples_and_hold_out_the_plays_prepare_holds_out() -> None:
+    import numpy as np
+
+    from llmlab.corpus import shakespeare
+    from llmlab.data.tokenizing import _document_val_mask
+    from llmlab.finetune import DEFAULT_VAL_PLAYS
+
     examples = load_examples()
-    assert len(examples) > 10_000 and {"hamlet", "macbeth", "twelfth_night"} <= {e.play for e in examples}
+    assert len(examples) > 10_000 and set(DEFAULT_VAL_PLAYS) <= {e.play for e in examples}
+    assert all("\n" not in e.context and len(e.reply) <= 200 for e in examples)  # one line, a short reply
+    assert len(load_examples(context_lines=None, max_chars=400)) != len(examples)
+    # The default held-out plays are the ones `prepare` holds out of the corpus (seed 2357, a tenth of the
+    # documents), so a base model pretrained on that split never read them.
+    ds = shakespeare()
+    held = _document_val_mask(np.array([len(t) for t in ds["text"]]), 0.1, 2357)
+    assert set(DEFAULT_VAL_PLAYS) == {t for t, h in zip(ds["title"], held) if h} & {e.play for e in examples}
+
+
+def test_reply_scores_are_per_example_and_weight_to_the_total(base_checkpoint: Path, tmp_path: Path) -> None:
+    from llmlab.finetune import reply_scores
+    from llmlab.sft import SFTBatches, shuffle_contexts
+
+    model, tok = model_from_checkpoint(base_checkpoint)[:2]
+    model, chat = chat_model(model, tok)
+    ex = [Example("p", "A.", "hi there", "yes"), Example("p", "B.", "well met", "no, not so")]
+    ex.append(Example("p", "C.", "go", "I go"))
+    scores = reply_scores(model, ex, chat, batch_size=2)
+    sizes = SFTBatches(ex, chat, model.config.block_size, 1).bytes_per_example
+    assert len(scores) == 3 and sizes == [3, 10, 4]
+    weighted = sum(s * b for s, b in zip(scores, sizes)) / sum(sizes)
+    assert weighted == pytest.approx(reply_bits_per_byte(model, ex, chat), rel=1e-5)
+    assert reply_scores(model, ex[1:2], chat)[0] == pytest.approx(scores[1], abs=1e-5)  # padding changes nothing
+    shuffled = shuffle_contexts(ex, seed=1)
+    assert [e.reply for e in shuffled] == [e.reply for e in ex]
+    assert sorted(e.context for e in shuffled) == sorted(e.context for e in ex)
+    assert all(s.context != e.context for s, e in zip(shuffled, ex))  # each takes another example's context
+    done = finetune(base_checkpoint, tmp_path / "ft", data=ex * 4, max_iters=2, overrides={"eval_interval": 2})
+    assert done.result.evals  # a list of examples is accepted as the data

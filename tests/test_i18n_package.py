@@ -78,9 +78,11 @@ def test_the_runs_table_footnotes_speak_japanese(japanese: None) -> None:
         return RunRecord(label, {"max_lr": 1e-3}, 1000, 1.0, mean, mean / 0.7, 1.0, val_losses=losses)
 
     one_seed = runs_table_html([record("a", [2.0]), record("b", [2.1])])
-    assert "×2 以上繰り返してください" in one_seed
+    assert "印を付けた実行はありません" in one_seed and "「繰り返し ×N」を 3 以上" in one_seed
     clear = runs_table_html([record("a", [2.0, 2.01, 1.99]), record("b", [3.0, 3.01, 2.99])])
-    assert "太字：次の実行より 1.000 先行" in clear
+    assert "太字：a は b より 1.000 低い値です" in clear and "ノイズより大きな差" in clear
+    thin = runs_table_html([record("a", [2.0, 2.01]), record("b", [3.0, 3.01])])
+    assert "斜体：" in thin and "示唆にとどまります" in thin
 
 
 def test_the_race_and_sampling_panels_speak_japanese(japanese: None, tmp_path: Path) -> None:

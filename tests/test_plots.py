@@ -82,6 +82,9 @@ def test_lr_schedule_plots_values_and_shades_warmup() -> None:
     assert len(ax.patches) == 1  # the warm-up band
     with pytest.raises(ValueError, match="non-empty"):
         plots.lr_schedule({})
+    budget = plots.lr_schedule({"max_lr=1e-3": (steps, lrs)}, stop=60).axes[0]
+    marker = budget.get_lines()[-1]
+    assert list(marker.get_xdata()) == [60, 60] and "time budget ends (step 60)" in marker.get_label()
 
 
 def test_token_bars_heights_and_labels() -> None:

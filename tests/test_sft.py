@@ -49,6 +49,16 @@ def test_speeches_and_examples_follow_the_dialogue() -> None:
     assert examples[0].context == "My necessaries are embark'd: farewell."
 
 
+def test_context_lines_keep_the_last_lines_of_the_speech_before() -> None:
+    two = PLAY.replace("My necessaries are embark'd: farewell.", "My necessaries are embark'd:\nfarewell.")
+    whole, last = dialogue_examples({"h": two}), dialogue_examples({"h": two}, context_lines=1)
+    assert whole[0].context == "My necessaries are embark'd:\nfarewell." and last[0].context == "farewell."
+    assert [e.reply for e in whole] == [e.reply for e in last]
+    assert dialogue_examples({"h": two}, max_chars=12, context_lines=1) == []  # max_chars counts the kept line
+    with pytest.raises(ValueError, match="context_lines"):
+        dialogue_examples({"h": two}, context_lines=0)
+
+
 def test_split_holds_out_whole_plays() -> None:
     ex = dialogue_examples({"a": PLAY, "b": PLAY})
     train, val = split_by_play(ex, ["b"])

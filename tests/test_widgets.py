@@ -236,6 +236,78 @@ def test_lr_schedule_panel_matches_lr_at() -> None:
     assert "peak 1.0" in panel.note.value or "peak 9.9" in panel.note.value
 
 
+def test_lr_schedule_panel_draws_the_time_budget_the_trainer_will_apply() -> None:
+    train = TrainConfig(max_iters=1000, warmup_iters=10, max_lr=1e-3, min_lr=1e-4, max_seconds=20.0)
+    sps = 10.0  # 10 steps per second: the 20 s budget ends at step 200, long before max_iters
+    panel = widgets.LRSchedulePanel(train, steps_per_second=sps)
+    lrs = panel.update(max_lr=2e-3, warmup_iters=10)
+    cfg = panel.config_for(max_lr=2e-3, warmup_iters=10)
+    assert lrs == [lr_at(s, cfg, time_fraction=s / (sps * cfg.max_seconds)) for s in range(201)]
+    assert panel.stop == 200 and lrs[-1] == pytest.approx(cfg.min_lr) and lrs[199] > cfg.min_lr
+    assert "runs out at step 200 at 10.0 steps/s, before max_iters=1000" in panel.note.value
+    # A budget longer than max_iters needs: the run ends at max_iters, still on the time-aware cosine.
+    slow_budget = widgets.LRSchedulePanel(train, steps_per_second=100.0)
+    lrs = slow_budget.update(max_lr=2e-3, warmup_iters=10)
+    assert len(lrs) == 1001 and lrs == [lr_at(s, cfg, time_fraction=s / 2000.0) for s in range(1001)]
+    assert "comes before the time budget" in slow_budget.note.value and "step 2000" in slow_budget.note.value
+    # No speed given: the steps-only curve, and the line says the budget may end the run earlier.
+    unknown = widgets.LRSchedulePanel(train)
+    assert unknown.update(max_lr=2e-3, warmup_iters=10) == [lr_at(s, cfg) for s in range(1001)]
+    assert "counts steps only" in unknown.note.value
+    with pytest.raises(ValueError, match="steps_per_second=0"):
+        widgets.LRSchedulePanel(train, steps_per_second=0)
+
+
+def test_lr_schedule_panel_equals_the_lrs_a_budgeted_trainer_logs(
+    char_data: Path, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import llmlab.train
+    from llmlab.train import Trainer
+
+    # A clock that advances 1/8 s per optimizer step and not at all otherwise: exactly 8 steps per second.
+    clock = {"t": 0.0}
+    monkeypatch.setattr(llmlab.train, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+    config = tiny_config(max_iters=100, warmup_iters=4, max_seconds=5.0, eval_interval=50)
+    trainer = Trainer(config, char_data, tmp_path / "out", cpu_threads=1)
+    step = trainer.train_step
+
+    def timed_step(lr: float) -> torch.Tensor:
+        clock["t"] += 0.125
+        return step(lr)
+
+    monkeypatch.setattr(trainer, "train_step", timed_step)
+    result = trainer.fit()
+    panel = widgets.LRSchedulePanel(config.train, steps_per_second=8.0)
+    lrs = panel.update(**panel.values())
+    assert result.stop_reason == "max_seconds" and result.final_step == panel.stop == 40
+    used = [s.lr for s in result.steps]  # StepInfo.step counts steps done: s.lr was applied at step s.step - 1
+    # Equal up to rounding: the panel sets min_lr = max_lr / 10, one ulp away from the config's 3e-4.
+    assert [s.step for s in result.steps] == list(range(1, 41)) and used == pytest.approx(lrs[:-1], rel=1e-12)
+    assert lrs[-1] == pytest.approx(config.train.min_lr)
+    from llmlab.schedule import measured_steps_per_second
+
+    assert measured_steps_per_second(result) == pytest.approx(8.0)
+
+
+def test_lr_schedule_panel_follows_a_real_budgeted_run_on_the_wall_clock(
+    char_data: Path, tiny_config, tmp_path: Path
+) -> None:
+    from llmlab.schedule import measured_steps_per_second
+    from llmlab.train import Trainer
+
+    config = tiny_config(max_iters=100_000, warmup_iters=5, max_seconds=1.5, eval_interval=100_000, eval_iters=1)
+    result = Trainer(config, char_data, tmp_path / "out", cpu_threads=1).fit()
+    assert result.stop_reason == "max_seconds" and result.final_step > 20
+    panel = widgets.LRSchedulePanel(config.train, steps_per_second=measured_steps_per_second(result))
+    lrs = panel.update(**panel.values())
+    assert abs(panel.stop - result.final_step) <= 1  # the measured speed places the end of the budget
+    span = config.train.max_lr - config.train.min_lr
+    gaps = [abs(s.lr - lrs[min(s.step - 1, len(lrs) - 1)]) for s in result.steps]
+    assert max(gaps) < 0.05 * span, max(gaps)  # timing jitter only (about 0.5% here): the same curve
+
+
 def test_sampling_panel_stages_follow_the_transforms() -> None:
     torch.manual_seed(0)
     tok = get_tokenizer("char", text=TEXT)
@@ -313,7 +385,27 @@ def test_race_panel_races_the_mix_against_the_baseline_for_equal_seconds(data_di
         assert record.val_curve[-1][0] <= 1.0 + 2.0  # x is seconds: the last eval comes just after the budget
     assert "rotary positions, QK-norm" in panel.table.value
     panel.seconds.value = 2.0
+    panel.repeats.value = 1
     panel.button.click()  # the button path trains a second race
     assert len(panel.races) == 2 and not panel.button.disabled
+
+
+def test_race_panel_repeats_each_side_and_draws_the_seed_range(data_dir: Path, tmp_path: Path) -> None:
+    base = _tiny_base().override(eval_interval=2, seed=5)
+    panel = widgets.RacePanel(data_dir, tmp_path / "races", base=base, seconds=1.0, repeats=2)
+    assert panel.values()["repeats"] == 2
+    baseline, mix = panel.run(**panel.values())
+    for record in (baseline, mix):
+        assert record.seeds == [5, 6] and len(record.val_bpbs) == 2  # one record per side, both seeds in it
+        assert "val_band" in record.curves("seconds")
+    assert baseline.label == "GPT-2 baseline" and mix.label == "+ all techniques"  # short: the legend fits
+    ax = panel.figure().axes[0]
+    assert len(ax.collections) == 2  # a shaded seed range per side
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # the legend is beside the axes
+    assert "embedding learning rate" in panel.table.value  # the table names every technique of the mix
+    assert "2 seeds" in panel.table.value and "verdict" in panel.table.value
+    assert any(w in panel.table.value for w in ("lower than", "differ by"))  # compare's sentence
+    with pytest.raises(ValueError, match="repeats"):
+        panel.run(seconds=1.0, techniques=[], repeats=0)
     with pytest.raises(ValueError, match="unknown technique"):
         panel.run(seconds=1.0, techniques=["dropout"])

@@ -20,6 +20,7 @@ from llmlab.config import ModelConfig
 from llmlab.metrics import distinct_n
 from llmlab.model import GPT
 from llmlab.tokenizers import get_tokenizer
+from llmlab.widgets.live import lead
 
 SETTINGS = {"embedding_size": 64, "num_heads": 4, "depth": 2, "max_lr": 1e-3, "steps": 10}
 
@@ -54,39 +55,65 @@ def test_a_record_of_one_seed_has_no_spread() -> None:
     assert _record("two", [2.0, 2.3]).spread == pytest.approx(0.3 / math.sqrt(2))  # sample sd of two values
 
 
-def test_best_run_needs_a_lead_larger_than_the_noise() -> None:
-    # One seed each: a large gap is still not evidence.
-    assert widgets.best_run([_record("a", [2.0]), _record("b", [3.0])]) is None
-    # Two seeds each, tight: the lead (0.5) dwarfs 2 * sqrt(sd_a^2/2 + sd_b^2/2) = 0.028.
+def _italic_rows(html: str) -> list[int]:
+    return [i for i, row in enumerate(html.split("<tr")[2:]) if "font-style:italic" in row]
+
+
+def _footnote(html: str) -> str:
+    return html.split("</table>")[1]
+
+
+def test_best_run_follows_the_courses_rule_for_better() -> None:
+    # Two seeds far apart: a suggestive lead, never "better" (the review's "clearly best" at n = 2).
     a, b = _record("a", [2.0, 2.02]), _record("b", [2.5, 2.52])
-    assert widgets.best_run([b, a]) is a
-    # Two seeds each, noisy: the means differ by 0.1 but 2 * sqrt(0.02/2 + 0.005/2) = 0.22.
-    assert widgets.best_run([_record("a", [2.0, 2.2]), _record("b", [2.15, 2.25])]) is None
-    # At the boundary: sd_a = sqrt(2), sd_b = 0, noise = 2 * sqrt(2 / 2) = 2; the lead must exceed it.
-    a = _record("a", [1.0, 3.0])
-    assert widgets.best_run([a, _record("b", [4.0, 4.0])]) is None
-    assert widgets.best_run([a, _record("b", [4.1, 4.1])]) is a
-    # Only the runner-up counts, and a diverged run is never the best.
-    c = _record("c", [2.02, 2.04])  # 0.02 behind "a", within 2 * sqrt(0.0002 / 2 + 0.0002 / 2) = 0.028
-    assert widgets.best_run([_record("a", [2.0, 2.02]), c, _record("b", [2.5, 2.52])]) is None
-    assert widgets.best_run([_record("nan", [math.nan, math.nan]), _record("x", [2.0, 2.0])]) is None
-    assert widgets.best_run([_record("only", [2.0, 2.1])]) is None
+    assert widgets.best_run([b, a]) is None
+    found = lead([b, a])
+    assert found is not None and found.best is a and found.rival is b and found.verdict == "suggestive"
+    assert "only suggestive" in found.says() and found.says().startswith("a is lower than b by 0.500")
+    # Three seeds far apart: better.
+    a3, b3 = _record("a", [2.0, 2.02, 2.01]), _record("b", [2.5, 2.52, 2.51])
+    assert widgets.best_run([b3, a3]) is a3 and lead([b3, a3]).verdict == "better"
+    # Overlapping seeds: noise, no winner.
+    noisy = [_record("a", [2.0, 2.2, 2.1]), _record("b", [2.05, 2.25, 2.15])]
+    assert widgets.best_run(noisy) is None and lead(noisy).verdict == "noise"
+    # One seed: however large the gap, nothing is known.
+    single = [_record("a", [2.0]), _record("b", [3.0])]
+    assert widgets.best_run(single) is None and lead(single).verdict == "unknown"
+    # The leader must beat every run: a third run whose seeds overlap the leader's decides the verdict.
+    c = _record("c", [2.0, 2.05, 2.1])
+    found = lead([_record("b", [2.5, 2.52, 2.51]), a3, c])
+    assert found.best is a3 and found.rival is c and found.verdict == "noise"
+    assert widgets.best_run([_record("b", [2.5, 2.52, 2.51]), a3, c]) is None
+    # A diverged run is never the leader nor a rival; one run alone has no lead.
+    assert widgets.best_run([_record("nan", [math.nan, math.nan, math.nan]), a3]) is None
+    assert lead([_record("nan", [math.nan] * 3), a3]) is None and lead([a3]) is None
 
 
-def test_runs_table_shows_spread_seeds_predictions_and_bolds_only_a_real_lead() -> None:
+def test_runs_table_marks_the_lead_by_its_verdict() -> None:
+    # One seed each: no mark, and the footnote asks for seeds.
     html = widgets.runs_table_html([_record("<b>a</b>", [2.5], "<i>worse</i>"), _record("b", [2.1])])
     assert "&lt;b&gt;a&lt;/b&gt;" in html and "&lt;i&gt;worse&lt;/i&gt;" in html and "<i>worse</i>" not in html
     rows = html.split("<tr")[2:]
     assert "2.500 (1 seed)" in rows[0] and "2.100 (1 seed)" in rows[1] and "3.024" in rows[1]
-    assert _bold_rows(html) == []
-    assert "no run is ahead by more than the spread between seeds: repeat ×2 or more" in html.lower()
+    assert _bold_rows(html) == [] and _italic_rows(html) == []
+    assert "No run is marked" in html and "1 and 1 seeds" in html and "repeat ×3 or more" in html
 
-    html = widgets.runs_table_html([_record("a", [2.5, 2.52]), _record("b", [2.0, 2.02, 2.01])])
-    assert "2.010 ± 0.010 (3 seeds)" in html and "2.510 ± 0.014 (2 seeds)" in html
-    assert _bold_rows(html) == [1] and "no run is ahead" not in html.lower()
+    # Two seeds far apart: italic (suggestive), never bold, and the footnote says so.
+    html = widgets.runs_table_html([_record("a", [2.5, 2.52]), _record("b", [2.0, 2.02])])
+    assert _bold_rows(html) == [] and _italic_rows(html) == [1]
+    assert "Italic" in _footnote(html) and "only suggestive" in _footnote(html)
+    assert "b is lower than a by 0.500" in _footnote(html)
 
-    html = widgets.runs_table_html([_record("a", [2.0, 2.2]), _record("b", [2.15, 2.25])])
-    assert _bold_rows(html) == [] and "no run is ahead by more than the spread between seeds" in html.lower()
+    # Three seeds far apart: bold, with the interval in the footnote.
+    html = widgets.runs_table_html([_record("a", [2.5, 2.52, 2.51]), _record("b", [2.0, 2.02, 2.01])])
+    assert "2.010 ± 0.010 (3 seeds)" in html and "2.510 ± 0.010 (3 seeds)" in html
+    assert _bold_rows(html) == [1] and _italic_rows(html) == []
+    assert "Bold: b is lower than a by 0.500 (95% interval of the gap" in _footnote(html)
+
+    # Overlapping seeds: no mark, no winner.
+    html = widgets.runs_table_html([_record("a", [2.0, 2.2, 2.1]), _record("b", [2.05, 2.25, 2.15])])
+    assert _bold_rows(html) == [] and _italic_rows(html) == []
+    assert "No run is marked" in html and "within the noise" in html and "no winner" in html
     assert "No runs yet" in widgets.runs_table_html([])
 
 
@@ -169,6 +196,7 @@ def test_repeats_train_each_seed_and_keep_one_record(panel: widgets.ExperimentPa
     assert f"{record.final_val_loss:.3f} ± {record.spread:.3f} (2 seeds)" in table and "(1 seed)" in table
     assert "&lt;b&gt;lower&lt;/b&gt;: more seeds, same mean" in table and record.prediction.startswith("<b>")
     assert panel.best() is None  # the runner-up has one seed
+    assert panel.lead().verdict == "unknown" and "at least 2" in panel.status.value  # the status compares too
 
 
 def test_x_axis_references_and_the_button(panel: widgets.ExperimentPanel, char_data: Path) -> None:
@@ -210,7 +238,10 @@ def test_panel_references_can_be_given_or_turned_off(tmp_path: Path, tiny_config
     with pytest.raises(ValueError, match="repeats=0 is not valid"):
         lazy.run(**{**lazy.values(), "repeats": 0})
     lazy.runs = [_record("a", [2.0, 2.02]), _record("b", [2.5, 2.52])]
-    assert lazy.best() is lazy.runs[0]
+    assert lazy.best() is None and lazy.lead().verdict == "suggestive"  # two seeds: never "better"
+    lazy.runs = [_record("a", [2.0, 2.02, 2.01]), _record("b", [2.5, 2.52, 2.51])]
+    assert lazy.best() is lazy.runs[0] and lazy.lead().best is lazy.runs[0]
+    assert lazy.versus(lazy.runs[1]).startswith("a is lower than b by 0.500")
 
 
 # ---- the parameter explorer: block_size and the T² term --------------------------------------------------

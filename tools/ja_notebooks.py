@@ -152,7 +152,7 @@ class Paths:
 
 
 def section_number(name: str) -> str:
-    """The number a notebook's name starts with and its solutions section is titled by: "04b" for 04b_missions."""
+    """The number a notebook's name starts with and its solutions section is titled by: "04b" for 04b_optimisation."""
     return name.split("_")[0]
 
 

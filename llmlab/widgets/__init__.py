@@ -18,7 +18,7 @@ from llmlab.analysis import memory_estimate, parameters_by_component
 from llmlab.widgets.base import Panel, divisors, nearest_heads
 from llmlab.widgets.experiment import ExperimentPanel, reference_losses
 from llmlab.widgets.explorer import LRSchedulePanel, ParameterExplorer
-from llmlab.widgets.live import LivePlot, RunRecord, best_run, combine_runs, run_experiment, runs_table_html
+from llmlab.widgets.live import Lead, LivePlot, RunRecord, best_run, combine_runs, lead, run_experiment, runs_table_html
 from llmlab.widgets.race import RacePanel
 from llmlab.widgets.sampling import SamplingPanel
 
@@ -30,6 +30,8 @@ __all__ = [
     "runs_table_html",
     "combine_runs",
     "best_run",
+    "Lead",
+    "lead",
     "ExperimentPanel",
     "reference_losses",
     "parameters_by_component",

@@ -8,6 +8,7 @@ reference lines: a model has learned something only once its loss is below them.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,13 +19,24 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from llmlab import plots
+from llmlab.compare import compare
 from llmlab.config import Config, get_preset
 from llmlab.data import load_meta
 from llmlab.i18n import tr
 from llmlab.metrics import count_baselines
 from llmlab.validate import check_int
 from llmlab.widgets.base import Panel, divisors, error_html, in_notebook, max_lr_slider, nearest_heads, show_in
-from llmlab.widgets.live import XLABELS, LivePlot, RunRecord, best_run, combine_runs, run_experiment, runs_table_html
+from llmlab.widgets.live import (
+    XLABELS,
+    Lead,
+    LivePlot,
+    RunRecord,
+    best_run,
+    combine_runs,
+    lead,
+    run_experiment,
+    runs_table_html,
+)
 
 __all__ = ["ExperimentPanel", "reference_losses"]
 
@@ -55,7 +67,9 @@ class ExperimentPanel(Panel):
     ``num_heads`` only offers values that divide ``embedding_size`` (the heads split the channels), so
     an impossible model cannot be requested from the sliders; :meth:`run` checks again and explains.
     ``repeats`` trains the same settings with seeds ``seed, seed + 1, ...`` and keeps them as one run:
-    the table shows the mean ± the spread, and marks a best run only when its lead beats that noise.
+    the table shows the mean ± the spread, and marks the lowest-mean run by the course's rule for "better
+    than" (:func:`llmlab.compare.compare`): bold when better than every other run (3 seeds a side at least),
+    italic when only suggestive. After each run the status line compares it with the best other run.
 
     ``base`` supplies everything the sliders do not set (block_size, batch_size, eval_interval, ...).
     Each run trains in ``out_dir/run-N`` (further seeds in ``run-N-seed-S``) on the prepared data in
@@ -268,7 +282,7 @@ class ExperimentPanel(Panel):
         record.settings.update(steps=steps, seed=seed, repeats=repeats)
         self.runs.append(record)
         noise = tr("status.noise", spread=f"{record.spread:.3f}", n=record.num_seeds) if record.num_seeds > 1 else ""
-        self.status.value = tr(
+        status = tr(
             "status.run_done",
             index=len(self.runs),
             loss=f"{record.final_val_loss:.3f}",
@@ -276,13 +290,28 @@ class ExperimentPanel(Panel):
             bpb=f"{record.val_bpb:.3f}",
             tps=f"{record.tokens_per_sec:,.0f}",
         )
+        versus = self.versus(record)
+        self.status.value = status + (f"<br>{html.escape(versus)}" if versus else "")
         self.refresh()
         return record
 
     def best(self) -> RunRecord | None:
-        """The run whose lead is larger than the noise between seeds (see :func:`~llmlab.widgets.live.best_run`),
-        or None when no run is clearly ahead."""
+        """The run that is *better* than every other one under :func:`llmlab.compare.compare` (at least 3 seeds a
+        side, a 95% t-interval of the gap excluding 0; see :func:`~llmlab.widgets.live.best_run`), or None."""
         return best_run(self.runs)
+
+    def lead(self) -> Lead | None:
+        """The lowest-mean run against its closest rival, with the verdict and its sentence
+        (:func:`~llmlab.widgets.live.lead`); None before two runs finished."""
+        return lead(self.runs)
+
+    def versus(self, record: RunRecord) -> str:
+        """``record`` compared with the lowest-mean other run, as one sentence (``""`` when there is none)."""
+        others = [r for r in self.runs if r is not record and math.isfinite(r.final_val_loss)]
+        if not others or not math.isfinite(record.final_val_loss):
+            return ""
+        other = min(others, key=lambda r: r.final_val_loss)
+        return compare(record.val_losses, other.val_losses).says(record.label, other.label)
 
     def compare_figure(self, x: str | None = None) -> Figure:
         """All runs' validation (and train) curves on one chart, with the seed bands and reference lines.

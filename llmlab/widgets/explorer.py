@@ -11,7 +11,9 @@ import ipywidgets as W
 from llmlab import plots
 from llmlab.analysis import format_bytes, memory_estimate, minimum_step_memory, parameters_by_component
 from llmlab.config import Config, ModelConfig, TrainConfig, get_preset
-from llmlab.schedule import lr_at
+from llmlab.i18n import tr
+from llmlab.schedule import budget_step, planned_lrs
+from llmlab.validate import check_number
 from llmlab.widgets.base import Panel, divisors, in_notebook, max_lr_slider, nearest_heads, show_in
 
 __all__ = ["ParameterExplorer", "LRSchedulePanel"]
@@ -133,10 +135,23 @@ class ParameterExplorer(Panel):
 
 
 class LRSchedulePanel(Panel):
-    """A ``max_lr`` slider (and warm-up) redrawing the warm-up + cosine schedule of ``llmlab.train.lr_at``."""
+    """A ``max_lr`` slider (and warm-up) redrawing the schedule the Trainer will apply (:mod:`llmlab.schedule`).
 
-    def __init__(self, base: TrainConfig | None = None) -> None:
+    Without a time budget that is the warm-up + cosine of ``lr_at`` over ``max_iters`` steps. When ``base``
+    has ``max_seconds > 0`` the Trainer's cosine follows the larger of step progress and ``elapsed /
+    max_seconds``, and the run stops when the time is up: give ``steps_per_second`` (steps per second on
+    this machine, evaluations included, e.g. :func:`llmlab.schedule.measured_steps_per_second` of an earlier
+    run of the same settings) and the panel draws that schedule per step, marks the step where the time
+    runs out (:attr:`stop`) and shows the steps-only curve for comparison. Without a speed it draws the
+    steps-only curve and says that the budget may end the run earlier.
+    """
+
+    def __init__(self, base: TrainConfig | None = None, steps_per_second: float | None = None) -> None:
         self.base = base or get_preset("cpu_small").train
+        if steps_per_second is not None:
+            check_number("steps_per_second", steps_per_second, 0, low_open=True, fix="use a speed > 0, e.g. 10.0.")
+        self.steps_per_second = steps_per_second
+        self.stop: int | None = None  # where the last drawn schedule ends (the budget's step, or max_iters)
         style = {"description_width": "100px"}
         self.max_lr = max_lr_slider(self.base.max_lr, style=style)
         self.warmup_iters = W.IntSlider(
@@ -151,18 +166,49 @@ class LRSchedulePanel(Panel):
 
     @property
     def note(self) -> W.HTML:
-        """The line under the sliders (peak and final learning rate, or the error)."""
+        """The line under the sliders (peak and final learning rate, where the run ends, or the error)."""
         return self.message
 
     def values(self) -> dict[str, Any]:
         return {"max_lr": float(self.max_lr.value), "warmup_iters": int(self.warmup_iters.value)}
 
+    def config_for(self, max_lr: float, warmup_iters: int) -> TrainConfig:
+        """``base`` with these settings (min_lr = max_lr / 10): the TrainConfig the schedule is drawn for."""
+        return Config(train=self.base).override(max_lr=max_lr, min_lr=max_lr / 10, warmup_iters=warmup_iters).train
+
     def update(self, max_lr: float, warmup_iters: int) -> list[float]:
-        """The learning rate at every step for this ``max_lr`` (min_lr = max_lr / 10); redraws the plot."""
-        config = Config(train=self.base).override(max_lr=max_lr, min_lr=max_lr / 10, warmup_iters=warmup_iters).train
-        steps = list(range(config.max_iters + 1))
-        lrs = [lr_at(s, config) for s in steps]
-        self.message.value = f"peak {max(lrs):.2e} at step {warmup_iters}, ending at {lrs[-1]:.2e}"
+        """The learning rate at every step as the Trainer will apply it (min_lr = max_lr / 10), up to the step
+        where the run stops (:func:`llmlab.schedule.planned_lrs`); redraws the plot."""
+        config = self.config_for(max_lr, warmup_iters)
+        lrs = planned_lrs(config, self.steps_per_second)
+        self.stop = len(lrs) - 1
+        peak = max(lrs)
+        note = tr("schedule.peak", peak=f"{peak:.2e}", step=lrs.index(peak), end=f"{lrs[-1]:.2e}")
+        budget = (
+            budget_step(config, self.steps_per_second)
+            if self.steps_per_second is not None and config.max_seconds > 0
+            else None
+        )
+        fields = dict(seconds=f"{config.max_seconds:g}", max_iters=config.max_iters)
+        if config.max_seconds > 0 and budget is None:
+            note += tr("schedule.budget_unknown", **fields)
+        elif budget is not None and budget < config.max_iters:
+            note += tr("schedule.budget_first", stop=budget, sps=f"{self.steps_per_second:.1f}", **fields)
+        elif budget is not None:
+            note += tr("schedule.steps_first", budget=budget, sps=f"{self.steps_per_second:.1f}", **fields)
+        self.message.value = note
         if in_notebook():
-            show_in(self.plot, plots.lr_schedule({f"max_lr={max_lr:.1e}": (steps, lrs)}, warmup=warmup_iters))
+            steps = list(range(len(lrs)))
+            schedules = {f"max_lr={max_lr:.1e}": (steps, lrs)}
+            if budget is not None:  # the curve max_iters alone would give, for comparison
+                by_steps = planned_lrs(config)
+                schedules = {
+                    f"max_lr={max_lr:.1e}, {config.max_seconds:g} s budget at {self.steps_per_second:.1f} steps/s": (
+                        steps,
+                        lrs,
+                    ),
+                    "max_iters alone (no time budget)": (list(range(len(by_steps))), by_steps),
+                }
+            stop = budget if budget is not None and budget <= config.max_iters else None
+            show_in(self.plot, plots.lr_schedule(schedules, warmup=warmup_iters, stop=stop))
         return lrs

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from llmlab import plots
 from llmlab.callbacks import Callback
+from llmlab.compare import Comparison, compare
 from llmlab.config import Config
 from llmlab.i18n import tr
 from llmlab.train import Trainer
@@ -29,7 +30,7 @@ from llmlab.trainer_view import TrainerView
 from llmlab.validate import check_choice
 from llmlab.widgets.base import in_notebook
 
-__all__ = ["LivePlot", "RunRecord", "run_experiment", "combine_runs", "best_run", "runs_table_html"]
+__all__ = ["LivePlot", "RunRecord", "run_experiment", "combine_runs", "Lead", "lead", "best_run", "runs_table_html"]
 
 AXES = ("step", "seconds")
 XLABELS = {"step": "step", "seconds": "training time (s)"}
@@ -347,28 +348,57 @@ def _ranked(records: Sequence[RunRecord]) -> list[RunRecord]:
     return sorted((r for r in records if math.isfinite(r.final_val_loss)), key=lambda r: r.final_val_loss)
 
 
-def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
-    """The run with the lowest mean val loss, but only when its lead is larger than the noise; else None.
+# From the weakest verdict to the strongest: a lead is only as strong as its comparison with the closest rival.
+_STRENGTH = {"unknown": 0, "noise": 1, "suggestive": 2, "better": 3}
 
-    The lead counts when the best and the runner-up both have >= 2 seeds and
-    ``runner_up_mean - best_mean > 2 * sqrt(sd_best**2 / n_best + sd_runner_up**2 / n_runner_up)``
-    (twice the standard error of the difference of two means). One run alone has no lead over anything.
+
+@dataclass(frozen=True)
+class Lead:
+    """The run with the lowest mean final val loss and how it compares with its closest rival.
+
+    ``comparison`` is :func:`llmlab.compare.compare` of the leader's seeds against the rival's (A = the
+    leader), and the rival is the run against which that comparison is weakest (ties: the smaller gap).
+    ``verdict`` is therefore what the leader is against every other run: ``"better"`` only when it beats
+    each of them under the course's rule.
+    """
+
+    best: RunRecord
+    rival: RunRecord
+    comparison: Comparison
+
+    @property
+    def verdict(self) -> str:
+        return self.comparison.verdict
+
+    def says(self) -> str:
+        """The comparison as one sentence, naming both runs by their labels (in the learner's language)."""
+        return self.comparison.says(self.best.label, self.rival.label)
+
+
+def lead(records: Sequence[RunRecord]) -> Lead | None:
+    """The lowest-mean run compared with its closest rival (:class:`Lead`); None with fewer than 2 finite runs.
+
+    Each comparison uses the seeds' final val losses (``RunRecord.val_losses``) under
+    :func:`llmlab.compare.compare`; a diverged run (non-finite mean) is never the leader nor a rival.
     """
     ranked = _ranked(records)
     if len(ranked) < 2:
         return None
-    best, runner_up = ranked[0], ranked[1]
-    if best.num_seeds < 2 or runner_up.num_seeds < 2 or not (math.isfinite(best.spread + runner_up.spread)):
-        return None
-    noise = 2 * math.sqrt(best.spread**2 / best.num_seeds + runner_up.spread**2 / runner_up.num_seeds)
-    return best if runner_up.final_val_loss - best.final_val_loss > noise else None
+    best = ranked[0]
+    rivals = [(r, compare(best.val_losses, r.val_losses)) for r in ranked[1:]]
+    rival, comparison = min(rivals, key=lambda rc: (_STRENGTH[rc[1].verdict], rc[1].difference))
+    return Lead(best, rival, comparison)
 
 
-def _why_no_best(records: Sequence[RunRecord]) -> str:
-    ranked = _ranked(records)
-    if len(ranked) >= 2 and (ranked[0].num_seeds < 2 or ranked[1].num_seeds < 2):
-        return tr("table.no_best_one_seed")
-    return tr("table.no_best")
+def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
+    """The run with the lowest mean val loss when it is *better* than every other run; else None.
+
+    "Better" is the course's one rule (:func:`llmlab.compare.compare`): at least 3 seeds a side and a 95%
+    Welch t-interval of the difference that excludes 0. Two seeds are never enough, however far apart;
+    :func:`lead` says how strong a weaker lead is ("suggestive", "noise", "unknown").
+    """
+    found = lead(records)
+    return found.best if found is not None and found.verdict == "better" else None
 
 
 def _val_loss_cell(r: RunRecord) -> str:
@@ -381,12 +411,14 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
     """An HTML table of runs: settings, parameters, tokens/s, seconds, val loss ± spread over seeds,
     bits per byte and the learner's prediction.
 
-    The best run is bold only when :func:`best_run` finds its lead larger than the noise; otherwise a
-    footnote under the table says why no run is marked.
+    The lowest-mean run is marked by :func:`lead`'s verdict: **bold** only when it is better than every
+    other run (:func:`best_run`), *italic* when its lead is only suggestive; a footnote says the
+    comparison in words (:meth:`llmlab.compare.Comparison.says`), or why no run is marked.
     """
     if not records:
         return f"<p><i>{tr('table.empty')}</i></p>"
-    best = best_run(records)
+    found = lead(records)
+    marked = found.best if found is not None and found.verdict in ("better", "suggestive") else None
     head = [
         "#",
         "run",
@@ -424,7 +456,9 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
         color = plots.color_for(i)
         swatch = f"<span style='color:rgb({','.join(str(int(255 * c)) for c in color)})'>&#9632;</span> "
         cells[1] = swatch + cells[1]
-        style = " style='font-weight:bold'" if r is best else ""
+        style = ""
+        if r is marked:
+            style = " style='font-weight:bold'" if found.verdict == "better" else " style='font-style:italic'"
         rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = (
         "<table><thead><tr>"
@@ -433,9 +467,18 @@ def runs_table_html(records: Sequence[RunRecord]) -> str:
         + "".join(rows)
         + "</tbody></table>"
     )
-    if best is None and len(records) >= 2:
-        table += f"<p style='font-size:90%'><i>{html.escape(_why_no_best(records))}</i></p>"
-    elif best is not None:
-        lead = _ranked(records)[1].final_val_loss - best.final_val_loss
-        table += f"<p style='font-size:90%'><i>{tr('table.best', lead=f'{lead:.3f}')}</i></p>"
+    if found is not None:
+        table += f"<p style='font-size:90%'><i>{html.escape(_footnote(found))}</i></p>"
     return table
+
+
+def _footnote(found: Lead) -> str:
+    """Why the lowest-mean run is bold, italic or not marked: the verdict's sentence."""
+    says = found.says()
+    if found.verdict == "better":
+        return tr("table.best", says=says)
+    if found.verdict == "suggestive":
+        return tr("table.suggestive", says=says)
+    if found.verdict == "noise":
+        return tr("table.no_best", says=says)
+    return tr("table.no_best_one_seed", says=says)
