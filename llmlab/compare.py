@@ -111,16 +111,21 @@ class Comparison:
 
     def says(self, a: str = "A", b: str = "B") -> str:
         """One sentence for a learner, in their language: which is lower, by how much, and how sure."""
-        lower, higher = (a, b) if self.a_is_lower else (b, a)
+        # The sentence names the lower setting first, so its interval is of (higher - lower) and its seed counts
+        # follow the same order: flipped when B is the lower one.
+        if self.a_is_lower:
+            lower, higher, low, high, n_lower, n_higher = a, b, self.low, self.high, self.n_a, self.n_b
+        else:
+            lower, higher, low, high, n_lower, n_higher = b, a, -self.high, -self.low, self.n_b, self.n_a
         fields = dict(
             lower=lower,
             higher=higher,
             gap=abs(self.difference),
-            low=self.low,
-            high=self.high,
+            low=low,
+            high=high,
             level=round(self.confidence * 100),
-            n_a=self.n_a,
-            n_b=self.n_b,
+            n_a=n_lower,
+            n_b=n_higher,
             a=a,
             b=b,
         )
@@ -130,7 +135,7 @@ class Comparison:
             return tr("compare.suggestive", **fields)
         if self.verdict == "noise":
             return tr("compare.noise", **fields)
-        return tr("compare.unknown", **fields)
+        return tr("compare.unknown", **(fields | dict(n_a=self.n_a, n_b=self.n_b)))  # names a, b in their order
 
 
 def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Comparison:

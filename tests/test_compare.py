@@ -41,6 +41,17 @@ def test_three_seeds_far_apart_is_better() -> None:
     assert "lower than" in c.says("wide", "deep") and c.says("wide", "deep").startswith("wide")
 
 
+def test_sentence_keeps_its_interval_positive_when_b_is_lower() -> None:
+    # The sentence names the lower side first: its interval is of (higher - lower), so it must not flip sign
+    # with the argument order, and the seed counts follow the names.
+    forward = compare([2.00, 2.01, 2.02, 2.01], [2.30, 2.31, 2.29])
+    backward = compare([2.30, 2.31, 2.29], [2.00, 2.01, 2.02, 2.01])
+    assert not backward.a_is_lower and backward.high < 0
+    assert forward.says("wide", "deep") == backward.says("deep", "wide")
+    assert "+0.2" in backward.says("deep", "wide") and "-0.2" not in backward.says("deep", "wide")
+    assert "4 and 3 seeds" in backward.says("deep", "wide")
+
+
 def test_two_seeds_never_better_even_when_far_apart() -> None:
     # The review's case: a lead larger than 2 standard errors at two seeds is not "clearly best".
     c = compare([2.10, 2.12], [2.30, 2.28])
