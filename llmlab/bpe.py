@@ -7,17 +7,26 @@ This is the code the tokenization notebook (01) teaches; it reads top to bottom:
 
 Ids 0..255 are the bytes themselves; merge ``k`` creates id ``256 + k``. :class:`llmlab.tokenizers.BPETokenizer`
 wraps the learned merges in a ``tiktoken.Encoding`` for speed (same ids as :func:`encode_from_scratch`).
+
+Special tokens (``<|endoftext|>`` between documents, chat markers) are not text: :func:`train_bpe` takes them as
+``special_tokens``, cuts the text at them first (:func:`split_on_specials`) and learns merges only inside the
+stretches between them, so no learned token ever holds a piece of a special token or spans one.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import regex  # the `regex` module (a tiktoken dependency) understands \p{L}; the stdlib `re` does not
 
+from llmlab.validate import invalid
+
 DEFAULT_BPE_VOCAB_SIZE = 1024
+EOT = "<|endoftext|>"  # every llmlab vocabulary ends with it (see llmlab.tokenizers)
 
 # GPT-2's pre-tokenizer: split text into words, numbers, punctuation runs and whitespace so that BPE merges
 # never cross a word boundary. The GPT-2 release wrote it as
@@ -29,18 +38,59 @@ GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{
 Pair = tuple[int, int]
 
 
+def check_special_tokens(special_tokens: Iterable[str], name: str = "special_tokens") -> tuple[str, ...]:
+    """``special_tokens`` as a tuple of distinct non-empty strings in the given order, ``<|endoftext|>`` left
+    out (every llmlab vocabulary has it already, as its last id); ValueError for anything else."""
+    if isinstance(special_tokens, (str, bytes)) or not isinstance(special_tokens, Iterable):
+        raise invalid(name, special_tokens, f"give a list of strings, e.g. [{EOT!r}, '<|pad|>'].")
+    tokens = list(special_tokens)
+    if any(not isinstance(t, str) or not t for t in tokens) or len(set(tokens)) != len(tokens):
+        raise invalid(name, tokens, "give distinct, non-empty strings, e.g. ['<|pad|>', '<|sep|>'].")
+    return tuple(t for t in tokens if t != EOT)
+
+
+@functools.lru_cache(maxsize=64)
+def special_tokens_regex(special_tokens: frozenset[str]) -> re.Pattern[str]:
+    """A regex finding the special tokens in text, leftmost first and, where two start at the same place,
+    the longest (``"<|a|>x"`` before ``"<|a|>"``), as Hugging Face tokenizers match added tokens.
+
+    Longest first is a choice: tiktoken (0.14) follows no such rule. Given the special tokens ``"<|a|>x"``
+    and ``"<|a|>"`` it finds ``"<|a|>"`` in ``"q<|a|>xz"``, given ``"<|c|>xyz"`` and ``"<|c|>"`` it finds
+    ``"<|c|>xyz"``. With one special token, as GPT-2 has, or with none overlapping, both agree.
+    """
+    ordered = sorted(special_tokens, key=lambda t: (-len(t), t))  # alternation tries these in order
+    return re.compile("|".join(map(re.escape, ordered)))
+
+
+def split_on_specials(text: str, special_tokens: Iterable[str]) -> list[str]:
+    """The stretches of ``text`` between its special tokens (the special tokens themselves dropped).
+
+    ``split_on_specials("a<|endoftext|>b", ["<|endoftext|>"]) == ["a", "b"]``. Training and encoding both
+    treat each stretch as a text of its own: no pre-token, and so no merge, crosses a special token.
+    """
+    tokens = frozenset(special_tokens)
+    if not tokens:
+        return [text]
+    return special_tokens_regex(tokens).split(text)
+
+
 def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
     """Split text into GPT-2 pre-tokens ("Hello", " world", "!", "\\n\\n"); BPE works inside each one."""
     return regex.findall(pattern, text)
 
 
-def count_words(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> dict[tuple[int, ...], int]:
+def count_words(
+    text: str, pattern: str = GPT2_SPLIT_PATTERN, special_tokens: Sequence[str] = ()
+) -> dict[tuple[int, ...], int]:
     """Distinct pre-tokens as tuples of UTF-8 byte values, with how often each occurs.
 
     Shakespeare's million characters hold only tens of thousands of distinct words, so training loops over
-    those (weighted by frequency) instead of over every occurrence.
+    those (weighted by frequency) instead of over every occurrence. With ``special_tokens`` the text is cut
+    at them first (:func:`split_on_specials`): they are not words, and no word spans one.
     """
-    counts = Counter(pretokenize(text, pattern))
+    counts: Counter[str] = Counter()
+    for stretch in split_on_specials(text, special_tokens):
+        counts.update(pretokenize(stretch, pattern))
     return {tuple(word.encode("utf-8")): n for word, n in counts.items()}
 
 
@@ -68,7 +118,25 @@ def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
 
 
 def most_frequent_pair(pair_counts: dict[Pair, int]) -> Pair:
-    """The most frequent pair; ties go to the smallest pair of ids, so training is deterministic."""
+    """The most frequent pair; a tie goes to the smallest pair of ids, compared as tuples.
+
+    Exactly: among the pairs with the highest count, the one with the smallest first id, and among those
+    the smallest second id; so ``{(3, 4): 5, (1, 9): 5, (2, 0): 5}`` gives ``(1, 9)``. Ids are byte values
+    (0..255), then merge ids (``256 + k``, in the order learned): ``(32, 97)`` = ``(b" ", b"a")`` beats
+    ``(97, 98)`` = ``(b"a", b"b")``, and ``(97, 300)`` beats both ``(98, 99)`` and ``(256, 5)``. The rule
+    depends only on the counts, never on the order of the text or of a dict, so training is deterministic.
+
+    Other courses and libraries break ties differently, which is one reason their merges can differ from
+    ours on the same text (checked on the text ``"cd ab"``, three pairs of count 1):
+
+    - tiktoken's teaching trainer (``tiktoken._educational.bpe_train``) and Karpathy's minbpe both take
+      ``max(stats, key=...)`` over a dict filled in text order: the tie goes to the pair that occurs *first
+      in the text*. tiktoken's picks ``b"cd"`` there (run); minbpe's code reads the same way (read, not run).
+    - Hugging Face ``tokenizers``' ``BpeTrainer`` (0.23, ByteLevel pre-tokenizer) picks ``(a, b)`` (run), where
+      we pick ``(b" ", b"a")``: consistent with a smallest-pair rule over its own alphabet, in which a space is
+      the character ``"Ġ"`` (U+0120) and sorts after the letters (its code was not read).
+    - GPT-2's files (``vocab.bpe``) list the merges, not the rule that chose them: its tie rule is unknown.
+    """
     top = max(pair_counts.values())  # two passes at C speed: ~10x faster than one min() with a key function
     return min(p for p, n in pair_counts.items() if n == top)
 
@@ -85,18 +153,39 @@ def bpe_merge_step(words: dict[tuple[int, ...], int], new_id: int) -> tuple[dict
     return dict(merged), pair
 
 
-def train_bpe(text: str, vocab_size: int = DEFAULT_BPE_VOCAB_SIZE, verbose: bool = False) -> list[Pair]:
-    """Learn byte-level BPE merges from ``text``: ``vocab_size`` counts the 256 bytes, the merges and EOT.
+def train_bpe(
+    text: str,
+    vocab_size: int = DEFAULT_BPE_VOCAB_SIZE,
+    verbose: bool = False,
+    special_tokens: Sequence[str] = (),
+) -> list[Pair]:
+    """Learn byte-level BPE merges from ``text``: ``vocab_size`` counts the 256 bytes, the merges, the extra
+    ``special_tokens`` and EOT.
 
-    The loop is :func:`bpe_merge_step` repeated ``vocab_size - 257`` times, with one speed-up: instead of
-    recounting every pair after each merge, we keep the counts and an index pair -> words containing it, and
-    update only the words that contain the merged pair (a handful, against tens of thousands).
-    Merge ``k`` creates token id ``256 + k``. Stops early (with a warning) if no pair is left to merge.
+    The loop is :func:`bpe_merge_step` repeated ``vocab_size - 257 - len(extra special tokens)`` times, with
+    one speed-up: instead of recounting every pair after each merge, we keep the counts and an index
+    pair -> words containing it, and update only the words that contain the merged pair (a handful, against
+    tens of thousands). Merge ``k`` creates token id ``256 + k``. Stops early (with a warning) if no pair is
+    left to merge.
+
+    Each step merges the most frequent pair; ties go to the smallest pair of ids (:func:`most_frequent_pair`
+    says exactly, and how other trainers differ).
+
+    ``special_tokens`` (e.g. ``["<|endoftext|>", "<|pad|>"]``) are cut out of the text before counting
+    (:func:`split_on_specials`), so no merge learns their bytes from them or joins text across them. They
+    keep ids of their own after the merges (:class:`llmlab.tokenizers.BPETokenizer` gives them out);
+    ``<|endoftext|>`` is always in the vocabulary, as its last id, and is counted once.
     """
-    num_merges = vocab_size - 256 - 1  # 256 single bytes, then merges, then <|endoftext|>
+    extra = check_special_tokens(special_tokens)
+    num_merges = vocab_size - 256 - len(extra) - 1  # 256 single bytes, merges, extra specials, <|endoftext|>
     if num_merges < 0:
-        raise ValueError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least 257 (256 bytes + EOT)")
-    word_counts = count_words(text)
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: byte-level BPE needs at least {257 + len(extra)} "
+            f"(256 bytes + {len(extra)} special tokens + EOT)"
+        )
+    # Cut at exactly the tokens given: without special_tokens, "<|endoftext|>" in the text stays plain text.
+    cut_at = (*extra, EOT) if EOT in special_tokens else extra
+    word_counts = count_words(text, special_tokens=cut_at)
     words = [list(ids) for ids in word_counts]  # each distinct word as a mutable list of ids
     freqs = list(word_counts.values())
     pair_counts: Counter[Pair] = Counter()

@@ -530,3 +530,16 @@ def test_bpe_is_trained_on_the_training_text_only(tmp_path: Path, split: str) ->
     tokens = set(tok.vocab)
     assert train_word.encode() in tokens or (b" " + train_word.encode()) in tokens
     assert not any(val_word[:6].encode() in t for t in tokens)
+
+
+def test_pieces_are_cut_only_where_the_pre_tokenizer_sees_whitespace():
+    # Python's re counts \x1c-\x1f as whitespace, GPT-2's pre-tokenizer (the regex module) does not: "!\x1c" is
+    # one punctuation run, so a cut between "!" and "\x1c" would split a token the whole text keeps together.
+    from llmlab.data.tokenizing import _pieces
+
+    text = "word!\x1c" * 40 + " tail"
+    pieces = list(_pieces(text, size=8))
+    assert "".join(pieces) == text
+    assert all(not p.endswith("!") for p in pieces[:-1]), [p for p in pieces if p.endswith("!")]
+    tok = get_tokenizer("gpt2")
+    assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)

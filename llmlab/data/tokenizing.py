@@ -13,12 +13,12 @@ Nothing here imports ``datasets``: the functions receive its objects from :mod:`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import regex
 
 from llmlab.corpus import JOIN
 from llmlab.tokenizers import Tokenizer, tokenizer_from_dict
@@ -30,8 +30,10 @@ PIECE_CHARS = 1 << 20  # long texts are tokenized in pieces of about this many c
 
 # A piece boundary is safe where whitespace follows a non-space character: no pre-tokenizer pattern of GPT-2
 # style (words, numbers, punctuation runs, whitespace runs) has a match that spans such a point, so
-# tokenizing the pieces one by one gives exactly the tokens of the whole text.
-_SAFE_CUT = re.compile(r"\S(?=\s)")
+# tokenizing the pieces one by one gives exactly the tokens of the whole text. "Whitespace" must be the
+# pre-tokenizer's own: the `regex` module's \s (Unicode White_Space), not `re`'s, which also counts the control
+# characters \x1c-\x1f (a cut before one could split a punctuation run the whole text keeps together).
+_SAFE_CUT = regex.compile(r"\S(?=\s)")
 
 
 def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
