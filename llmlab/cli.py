@@ -1,4 +1,5 @@
-"""The ``llmlab`` command: ``prepare``, ``train``, ``generate``, ``finetune``, ``export``, ``info``, ``doctor``.
+"""The ``llmlab`` command: ``prepare``, ``train``, ``generate``, ``finetune``, ``export``, ``info``, ``doctor``,
+``progress``.
 
     llmlab train                                  # prepares the embedded corpus if needed, trains cpu_small
     llmlab generate --prompt "ROMEO:"             # samples from out/best_checkpoint.bin
@@ -7,6 +8,7 @@
     llmlab train --resume                         # continues from out/last_checkpoint.bin
     llmlab info out/best_checkpoint.bin
     llmlab doctor                                 # a CUDA GPU checked end to end (make gpu-check)
+    llmlab progress                               # which practice pieces pass (llmlab.check)
 
 Every expected failure (bad setting, missing or damaged file, diverged run, a step too large for the
 memory, an unwritable folder) prints one ``error:`` line and exits with status 1; argparse usage errors exit
@@ -383,6 +385,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_progress(args: argparse.Namespace) -> int:
+    from llmlab.check.store import progress_lines  # the file's reader only: no check module, no model code
+
+    print("\n".join(progress_lines()))
+    return 0
+
+
 _COMMANDS = {
     "prepare": _cmd_prepare,
     "train": _cmd_train,
@@ -391,6 +400,7 @@ _COMMANDS = {
     "export": _cmd_export,
     "info": _cmd_info,
     "doctor": _cmd_doctor,
+    "progress": _cmd_progress,
 }
 
 

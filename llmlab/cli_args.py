@@ -21,7 +21,7 @@ DEFAULT_LAST = str(Path(DEFAULT_OUT) / "last_checkpoint.bin")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="llmlab", description="Build, train and sample a GPT language model.")
-    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,finetune,export,info,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,generate,finetune,export,info,doctor,progress}")
     sub.required = True
 
     from llmlab.data.sources import DEFAULT_TOKENIZER
@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="doctor_report", help="report path without suffix: OUT.md and OUT.json")
     d.add_argument("--steps", type=int, default=50, help="steps of the gpt2_124m run (default 50, at least 20)")
     d.add_argument("--skip-tests", action="store_true", help="do not run `pytest -m cuda`")
+
+    sub.add_parser(
+        "progress",
+        help="which practice pieces pass, by notebook (the local file llmlab.check writes; LLMLAB_PROGRESS moves it)",
+    )
     return parser
 
 
