@@ -72,16 +72,17 @@ def _count_by_component(model: GPT) -> dict[str, int]:
 def memory_estimate(config: ModelConfig | Config, batch_size: int, bytes_per_value: int = 4) -> dict[str, float]:
     """Rough training memory in bytes: weights, gradients, AdamW's two moments, and activations.
 
-    Activations follow Korthikanti et al. (2022) per layer, ``T*B*C*(34 + 5*nh*T/C)`` values at 2 bytes,
-    scaled to ``bytes_per_value``; the attention-matrix term ``5*nh*T^2`` grows with the square of the
-    context, and it is where ``num_heads`` changes memory without changing the parameter count.
+    Activations follow Korthikanti et al. (2022) per layer, ``T*B*C*(34 + 5*nh*T/C)`` bytes at 2 bytes per
+    value, scaled to ``bytes_per_value``; the attention-matrix term ``5*nh*T^2`` grows with the square of the
+    context, and it is where ``num_heads`` changes memory without changing the parameter count. The 34 holds
+    19 for GPT-2's 4C-wide MLP; another width or SwiGLU changes that part (:func:`_bytes_per_channel`).
     Real use differs by allocator overhead and the kernels chosen: treat it as an order of magnitude.
     """
     config = as_model_config(config)
     check_int("batch_size", batch_size, 1)
     n = sum(parameters_by_component(config).values())
     T, B, C, nh, L = config.block_size, batch_size, config.embedding_size, config.num_heads, config.depth
-    activations = L * T * B * C * (34 + 5 * nh * T / C) / 2 * bytes_per_value
+    activations = L * T * B * C * (_bytes_per_channel(config) + 5 * nh * T / C) / 2 * bytes_per_value
     logits = 2 * B * T * config.vocab_size * bytes_per_value  # logits and their gradient
     return {
         "weights": n * bytes_per_value,
@@ -89,6 +90,15 @@ def memory_estimate(config: ModelConfig | Config, batch_size: int, bytes_per_val
         "optimizer": 2 * n * 4,  # AdamW keeps two fp32 moments per parameter
         "activations": activations + logits,
     }
+
+
+def _bytes_per_channel(config: ModelConfig) -> float:
+    """Korthikanti et al.'s activation bytes per token and channel of one layer, without the T x T scores: 34 for
+    GPT-2. Attention and the two norms keep 15; the MLP keeps its input (2), a dropout mask (1) and 2 bytes per
+    hidden value for each tensor the backward pass reads: two of width H (the activation's input and the output
+    projection's input) for the standard MLP, four for SwiGLU (gate, up, SiLU of the gate, their product)."""
+    ratio = config.mlp_hidden_size / config.embedding_size
+    return 15 + 3 + (8 if config.mlp == "swiglu" else 4) * ratio
 
 
 def format_bytes(n: float) -> str:
@@ -127,7 +137,10 @@ def minimum_step_memory(config: ModelConfig | Config, batch_size: int, bytes_per
     check_int("batch_size", batch_size, 1)
     est = memory_estimate(config, batch_size, bytes_per_value)
     T, B, C, L = config.block_size, batch_size, config.embedding_size, config.depth
-    activations = L * T * B * C * 34 / 2 * bytes_per_value + 2 * B * T * config.vocab_size * bytes_per_value
+    activations = (
+        L * T * B * C * _bytes_per_channel(config) / 2 * bytes_per_value
+        + 2 * B * T * config.vocab_size * bytes_per_value
+    )
     return int(est["weights"] + est["gradients"] + est["optimizer"] + activations)
 
 

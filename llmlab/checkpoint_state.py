@@ -65,6 +65,8 @@ ARCH_FIELDS = (
     "norm",
     "qk_norm",
     "activation",
+    "mlp",
+    "mlp_hidden",
     "tie_embeddings",
     "logit_softcap",
     "vocab_multiple",

@@ -79,7 +79,13 @@ class ModelConfig:
     - ``norm``: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (no mean, no bias)
     - ``qk_norm``: RMS-normalise queries and keys per head before attention
     - ``activation``: ``"gelu"`` (GPT-2, tanh approximation), ``"gelu_exact"`` (the erf form nanoGPT uses; about
-      twice as fast as the tanh form in torch's CPU kernels) or ``"relu2"`` (ReLU squared)
+      twice as fast as the tanh form in torch's CPU kernels) or ``"relu2"`` (ReLU squared): the activation of the
+      ``"standard"`` MLP; SwiGLU ignores it
+    - ``mlp``: ``"standard"`` (GPT-2: Linear -> activation -> Linear) or ``"swiglu"`` (Llama, Qwen: SiLU-gated,
+      ``c_proj(silu(w_gate(x)) * w_up(x))``, three matrices; with bias only when ``bias`` is True)
+    - ``mlp_hidden``: the MLP's hidden width; 0 picks the default (``mlp_hidden_size``): 4 x embedding_size for
+      the standard MLP, and for SwiGLU Llama's rule, int(2/3 x 4 x embedding_size) rounded up to a multiple of 64,
+      which keeps the parameter count near the standard MLP's although SwiGLU has three matrices, not two
     - ``tie_embeddings``: one matrix for token embedding and output head (GPT-2), or two
     - ``zero_init``: output projections (and an untied head) start at zero, so each block starts as identity
     - ``logit_softcap``: 0 (off) or c, logits become ``c * tanh(logits / c)``
@@ -106,6 +112,8 @@ class ModelConfig:
     zero_init: bool = False
     logit_softcap: float = 0.0
     vocab_multiple: int = 1
+    mlp: str = "standard"
+    mlp_hidden: int = 0
 
     def __post_init__(self) -> None:
         _positive_int(self, "vocab_size", "block_size", "embedding_size", "num_heads", "depth")
@@ -134,6 +142,14 @@ class ModelConfig:
         check_choice("position", self.position, ("learned", "rope"))
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         check_choice("activation", self.activation, ("gelu", "gelu_exact", "relu2"))
+        check_choice("mlp", self.mlp, ("standard", "swiglu"))
+        check_int(
+            "mlp_hidden",
+            self.mlp_hidden,
+            0,
+            f"mlp_hidden must be a whole number >= 0: 0 (the default width, {self._default_mlp_hidden()} here) or "
+            f"a width such as {4 * self.embedding_size}.",
+        )
         check_number(
             "logit_softcap",
             self.logit_softcap,
@@ -159,6 +175,7 @@ class ModelConfig:
             "position": "learned",
             "norm": "layernorm",
             "qk_norm": False,
+            "mlp": "standard",
             "activation": "gelu",
             "tie_embeddings": True,
             "logit_softcap": 0.0,
@@ -169,6 +186,18 @@ class ModelConfig:
     def head_size(self) -> int:
         """Channels per attention head."""
         return self.embedding_size // self.num_heads
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        """The MLP's hidden width: ``mlp_hidden``, or the default for the MLP when it is 0 (see the class doc)."""
+        return self.mlp_hidden or self._default_mlp_hidden()
+
+    def _default_mlp_hidden(self) -> int:
+        if self.mlp == "swiglu":
+            # Llama's FeedForward: 2/3 of 4C (three matrices cost what two 4C ones do), rounded up to a multiple of
+            # 64 so that the matrix products stay fast (Llama rounds to 256).
+            return -(-(8 * self.embedding_size // 3) // 64) * 64
+        return 4 * self.embedding_size
 
     @property
     def padded_vocab_size(self) -> int:

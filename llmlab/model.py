@@ -6,15 +6,16 @@ The architecture is GPT-2's (Radford et al., 2019):
     Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))        (pre-LayerNorm, residual stream)
 
 Options of :class:`ModelConfig` turn it into a modern GPT, one technique at a time (notebook 07):
-rotary positions, RMSNorm, QK-norm, ReLU squared, an untied head, zero-initialised projections, logit
-soft-capping; :meth:`GPT.configure_optimizer` adds Muon. Their defaults are GPT-2's.
+rotary positions, RMSNorm, QK-norm, ReLU squared or a SwiGLU MLP, an untied head, zero-initialised projections,
+logit soft-capping; :meth:`GPT.configure_optimizer` adds Muon. Their defaults are GPT-2's.
 
 Small self-contained parts (``as_model_config``, ``KVCache``, ``Rotary``) live in :mod:`llmlab.model_parts`,
 ``MuonWithAdamW`` in :mod:`llmlab.muon`; all are importable from here too.
 
 Parameter names follow GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn`` ...) so that weights
 map one-to-one onto Hugging Face's ``GPT2LMHeadModel``: :func:`llmlab.hf.from_hf` / :func:`llmlab.hf.to_hf`
-move weights across (model.py itself knows nothing of ``transformers``).
+move weights across, and :func:`llmlab.hf.to_hf` maps the modern layout (rotary, RMSNorm, SwiGLU, QK-norm) onto
+``LlamaForCausalLM`` / ``Qwen3ForCausalLM`` (model.py itself knows nothing of ``transformers``).
 
 Shapes in comments: B batch, T time (tokens), C channels (embedding_size), V vocabulary,
 nh heads, hs head size (C // nh), P tokens already in the KV cache.
@@ -44,14 +45,20 @@ from llmlab.validate import check_choice, check_int, check_number
 # (for 3.3 GB less memory), so without a cap the plain form stays.
 CHUNKED_LOSS = True
 
-__all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache", "as_model_config"]
+__all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "SwiGLU", "KVCache", "as_model_config"]
+
+
+# The epsilon of every normalisation (LayerNorm, RMSNorm, QK-norm): GPT-2's 1e-5. QK-norm names it too (torch's
+# default would be the dtype's machine epsilon: 1.2e-7 in float32 but 7.8e-3 in bfloat16), so one number
+# describes the model in any dtype, and Qwen3's single rms_norm_eps reproduces it exactly on export.
+NORM_EPS = 1e-5
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
     """GPT-2's LayerNorm, or RMSNorm (no mean subtraction, no bias: cheaper, and as good in practice)."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.embedding_size, eps=1e-5)
-    return nn.LayerNorm(config.embedding_size, bias=config.bias)
+        return nn.RMSNorm(config.embedding_size, eps=NORM_EPS)
+    return nn.LayerNorm(config.embedding_size, eps=NORM_EPS, bias=config.bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -89,7 +96,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         past = kv_cache.length if kv_cache is not None else 0
         if self.qk_norm:  # unit-RMS queries and keys: attention logits cannot blow up
-            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
+            q, k = F.rms_norm(q, (hs,), eps=NORM_EPS), F.rms_norm(k, (hs,), eps=NORM_EPS)
         if self.rotary is not None:  # positions enter here, as rotations of q and k
             q, k = self.rotary(q, past), self.rotary(k, past)
         if kv_cache is not None:
@@ -124,22 +131,48 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: C -> 4C -> GELU (tanh or exact form, or ReLU squared) -> C."""
+    """Position-wise feed-forward network: C -> H -> GELU (tanh or exact form, or ReLU squared) -> C.
+
+    H is ``config.mlp_hidden_size``: 4C unless ``mlp_hidden`` says otherwise.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.embedding_size, 4 * config.embedding_size, bias=config.bias)
+        hidden = config.mlp_hidden_size
+        self.c_fc = nn.Linear(config.embedding_size, hidden, bias=config.bias)
         # GPT-2 was trained with the tanh approximation of GELU; using it keeps Hugging Face logits identical.
         # "gelu_exact" is the erf form (nanoGPT's): on the course CPU torch runs it about twice as fast.
         self.gelu = nn.GELU(approximate="none" if config.activation == "gelu_exact" else "tanh")
         self.relu2 = config.activation == "relu2"  # ReLU squared (So et al., 2021): sparse, cheap, strong
-        self.c_proj = nn.Linear(4 * config.embedding_size, config.embedding_size, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.embedding_size, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.c_fc(x)  # (B, T, 4C)
-        x = F.relu(x).square() if self.relu2 else self.gelu(x)  # (B, T, 4C)
+        x = self.c_fc(x)  # (B, T, H)
+        x = F.relu(x).square() if self.relu2 else self.gelu(x)  # (B, T, H)
         return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward network of Llama and Qwen (Shazeer, 2020): ``c_proj(silu(w_gate(x)) * w_up(x))``.
+
+    One projection (``w_gate``) decides, through SiLU, how much of the other (``w_up``) passes, channel by
+    channel. Three matrices instead of two, so the default hidden width H is 2/3 of 4C (``ModelConfig.mlp_hidden``)
+    and the parameter count stays near the standard MLP's. The output projection keeps GPT-2's name ``c_proj``, so
+    the residual-stream initialisation (and ``zero_init``) treat it like the standard MLP's.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.mlp_hidden_size
+        self.w_gate = nn.Linear(config.embedding_size, hidden, bias=config.bias)
+        self.w_up = nn.Linear(config.embedding_size, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.embedding_size, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.w_gate(x)) * self.w_up(x)  # (B, T, H)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -150,7 +183,7 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, use_sdpa=use_sdpa)
         self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)

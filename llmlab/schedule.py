@@ -1,8 +1,18 @@
 """The learning-rate schedule: linear warm-up to ``max_lr``, then a cosine down to ``min_lr`` (GPT-2 / nanoGPT).
 
-Conventions differ between courses: nanoGPT warms up as ``max_lr * (step + 1) / (warmup_iters + 1)`` (so step 0
-already trains, at a small rate), Hugging Face's schedulers as ``max_lr * step / warmup_iters`` (step 0 at rate 0).
-llmlab follows nanoGPT, so a value at a given step can differ from another course's by that one step.
+Conventions differ between courses. :func:`lr_at` computes, for optimizer step ``s`` (counted from 0):
+
+- warm-up, ``s < warmup_iters``: ``max_lr * (s + 1) / (warmup_iters + 1)``, nanoGPT's formula: step 0 already
+  trains, at ``max_lr / (warmup_iters + 1)``, and the last warm-up step is still below ``max_lr``;
+- from ``s = warmup_iters`` on: ``min_lr + (max_lr - min_lr) * (1 + cos(pi * p)) / 2`` with
+  ``p = (s - warmup_iters) / (max_iters - warmup_iters)``, so step ``warmup_iters`` is the first at ``max_lr`` and
+  step ``max_iters`` is at ``min_lr`` (nanoGPT's decay, with its ``lr_decay_iters`` = ``max_iters``).
+
+Hugging Face's ``get_cosine_schedule_with_warmup`` warms up as ``max_lr * s / warmup_iters`` instead: step 0 at
+rate 0 (the first update changes nothing) and every warm-up step below llmlab's, until both reach ``max_lr`` at
+``s = warmup_iters``. Its cosine is the same but ends at 0, not ``min_lr``. With
+``warmup_iters=4, max_iters=10, max_lr=1, min_lr=0`` (measured with transformers 5): llmlab gives 0.2, 0.4, 0.6,
+0.8, then 1.0, 0.933 ...; Hugging Face 0, 0.25, 0.5, 0.75, then the same 1.0, 0.933 ...
 
 With a wall-clock budget (``max_seconds > 0``) the Trainer passes ``time_fraction = elapsed / max_seconds`` and
 the cosine follows the larger of the two progressions, so it reaches ``min_lr`` when the time runs out.

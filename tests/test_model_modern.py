@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmlab.config import ModelConfig
-from llmlab.model import GPT, MuonWithAdamW, Rotary
+from llmlab.model import GPT, MuonWithAdamW, Rotary, SwiGLU
 from llmlab.muon import Muon, newton_schulz
 
 BASE = dict(vocab_size=40, block_size=16, embedding_size=32, num_heads=4, depth=2)
@@ -100,8 +100,8 @@ def test_attention_with_qk_norm_and_rope_by_hand() -> None:
     hs = C // nh
     q, k, v = attn.c_attn(x).split(C, dim=2)
     q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
-    q = q / torch.sqrt(q.pow(2).mean(-1, keepdim=True) + torch.finfo(q.dtype).eps)
-    k = k / torch.sqrt(k.pow(2).mean(-1, keepdim=True) + torch.finfo(k.dtype).eps)
+    q = q / torch.sqrt(q.pow(2).mean(-1, keepdim=True) + 1e-5)  # the eps of every norm in llmlab (NORM_EPS)
+    k = k / torch.sqrt(k.pow(2).mean(-1, keepdim=True) + 1e-5)
     q, k = attn.rotary(q), attn.rotary(k)
     att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
     att = att.masked_fill(torch.ones(T, T).tril() == 0, float("-inf")).softmax(-1)
@@ -184,11 +184,13 @@ def test_muon_for_hidden_matrices_adamw_for_the_rest_equals_the_two_torch_optimi
         again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
 
 
-def test_to_hf_refuses_what_gpt2_cannot_express() -> None:
+def test_to_hf_refuses_what_no_transformers_architecture_expresses() -> None:
     pytest.importorskip("transformers")
     from llmlab.hf import to_hf
 
-    with pytest.raises(ValueError, match="position='rope'.*norm='rmsnorm'"):
+    # MODERN is Qwen3's layout but for its MLP (ReLU squared, not SwiGLU), the biases and the soft-cap.
+    message = "mlp='standard', bias=True, logit_softcap=15.0 have no counterpart in Qwen3ForCausalLM"
+    with pytest.raises(ValueError, match=message):
         to_hf(_model(**MODERN))
     to_hf(_model(zero_init=True))  # an init choice, not an architecture: converts
 
@@ -260,3 +262,110 @@ def test_embedding_lr_scale_gives_the_tables_their_own_rate() -> None:
         o.step()
     for (n, a), b in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=n)
+
+
+# ---- SwiGLU and the MLP's width -------------------------------------------------------------------------------
+
+
+def test_swiglu_equals_transformers_llama_mlp() -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    cfg = ModelConfig(**BASE, mlp="swiglu", bias=False)
+    ours = _model(mlp="swiglu", bias=False).transformer.h[0].mlp
+    assert isinstance(ours, SwiGLU) and ours.w_gate.bias is None
+    theirs = LlamaMLP(
+        transformers.LlamaConfig(hidden_size=32, intermediate_size=cfg.mlp_hidden_size, hidden_act="silu")
+    )
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)  # c_proj starts small (residual init): give every matrix a spread
+        theirs.gate_proj.weight.copy_(ours.w_gate.weight)
+        theirs.up_proj.weight.copy_(ours.w_up.weight)
+        theirs.down_proj.weight.copy_(ours.c_proj.weight)
+        x = torch.randn(2, 7, 32)
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=1e-6)
+        ours.w_up.weight.mul_(-1.0)  # the comparison sees the weights: a changed matrix changes the output
+        assert not torch.allclose(ours(x), theirs(x), atol=1e-3)
+
+
+def _llama_hidden(dim: int, multiple_of: int = 64) -> int:
+    """Meta's llama/model.py FeedForward width, transcribed (hidden_dim = 4 * dim, ffn_dim_multiplier None)."""
+    hidden_dim = int(2 * (4 * dim) / 3)
+    return multiple_of * ((hidden_dim + multiple_of - 1) // multiple_of)
+
+
+@pytest.mark.parametrize("width", [32, 128, 384, 768, 4096])
+def test_mlp_hidden_defaults_and_the_model_follows_them(width: int) -> None:
+    assert _llama_hidden(4096, multiple_of=256) == 11008  # the transcription gives Llama-7B's width
+    standard = ModelConfig(vocab_size=10, embedding_size=width, num_heads=4)
+    swiglu = ModelConfig(vocab_size=10, embedding_size=width, num_heads=4, mlp="swiglu")
+    assert standard.mlp_hidden_size == 4 * width
+    assert swiglu.mlp_hidden_size == _llama_hidden(width) and swiglu.mlp_hidden_size % 64 == 0
+    assert (
+        ModelConfig(vocab_size=10, embedding_size=width, num_heads=4, mlp="swiglu", mlp_hidden=40).mlp_hidden_size == 40
+    )
+    if width <= 128:  # the real modules have those widths
+        assert _model(embedding_size=width, mlp_hidden=48).transformer.h[1].mlp.c_fc.weight.shape == (48, width)
+        assert _model(embedding_size=width, mlp="swiglu").transformer.h[1].mlp.w_up.weight.shape == (
+            _llama_hidden(width),
+            width,
+        )
+
+
+def test_mlp_options_are_validated_and_parsed_from_the_command_line() -> None:
+    from llmlab.config import Config
+
+    with pytest.raises(ValueError, match="mlp='geglu' is not valid: use one of standard, swiglu"):
+        ModelConfig(**BASE, mlp="geglu")
+    with pytest.raises(ValueError, match="mlp_hidden=-1 is not valid: mlp_hidden must be a whole number >= 0: 0 "):
+        ModelConfig(**BASE, mlp_hidden=-1)
+    with pytest.raises(ValueError, match="mlp_hidden=2.5 is not valid"):
+        ModelConfig(**BASE, mlp_hidden=2.5)
+    cfg = Config().override({"mlp": "swiglu", "mlp_hidden": "96"})  # what --set mlp=swiglu --set mlp_hidden=96 passes
+    assert (cfg.model.mlp, cfg.model.mlp_hidden, cfg.model.mlp_hidden_size) == ("swiglu", 96, 96)
+    with pytest.raises(ValueError, match="mlp_hidden='wide' is not valid: mlp_hidden takes a whole number"):
+        Config().override({"mlp_hidden": "wide"})
+    assert ModelConfig(**BASE, mlp="swiglu").gpt2_differences() == ["mlp='swiglu'"]
+
+
+def test_a_checkpoint_config_from_before_the_mlp_options_still_loads() -> None:
+    from llmlab.checkpoint_state import load_model_state
+    from llmlab.config import Config
+
+    old = Config().override(BASE).to_dict()
+    for key in ("mlp", "mlp_hidden"):  # what a checkpoint written before these fields holds
+        del old["model"][key]
+    cfg = Config.from_dict(old)
+    assert (cfg.model.mlp, cfg.model.mlp_hidden) == ("standard", 0)
+    state = _model().state_dict()  # today's default MLP has the names and shapes of the old one
+    load_model_state(GPT(old["model"]), state)
+
+
+def test_parameter_counts_by_component_with_swiglu() -> None:
+    from llmlab.analysis import memory_estimate, parameters_by_component
+
+    cfg = ModelConfig(**BASE, mlp="swiglu", bias=False)
+    counts = parameters_by_component(cfg)
+    H = cfg.mlp_hidden_size
+    assert counts["MLP"] == BASE["depth"] * 3 * 32 * H  # gate, up, down; no biases
+    assert sum(counts.values()) == GPT(cfg).num_parameters()
+    # GPT-2's MLP keeps Korthikanti et al.'s 34 bytes per token and channel (the estimate is unchanged for it).
+    gpt2 = ModelConfig(**BASE)
+    T, C, nh, L = 16, 32, 4, 2
+    expected = L * T * 1 * C * (34 + 5 * nh * T / C) / 2 * 4 + 2 * 1 * T * 40 * 4
+    assert memory_estimate(gpt2, 1)["activations"] == pytest.approx(expected)
+    assert memory_estimate(cfg, 1)["activations"] > memory_estimate(gpt2, 1)["activations"]  # 4 H-wide tensors
+
+
+def test_resuming_into_another_mlp_is_refused_before_loading_weights() -> None:
+    # The MLP's kind and width change tensor shapes and names: resume must say so up front, not fail in load.
+    from llmlab.checkpoint_state import TrainingState
+    from llmlab.config import get_preset
+
+    saved = get_preset("cpu_modern")
+    state = TrainingState(model={}, config=saved.to_dict())
+    state.check_architecture(saved.model)  # the same settings resume
+    for change in ({"mlp": "swiglu"}, {"mlp_hidden": 256}):
+        with pytest.raises(ValueError, match=f"another architecture.*{next(iter(change))}"):
+            state.check_architecture(saved.override(**change).model)
