@@ -490,3 +490,24 @@ def test_or_llmlab_keeps_yours_when_right_and_falls_back_saying_so(capsys: pytes
     assert out[1].startswith("→ from here on this notebook uses llmlab's `attention_weights`")
     q, k = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
     torch.testing.assert_close(used(q, k), _weights(q, k))  # the fallback computes the right thing
+
+
+def test_gpt_forward_fallback_fills_the_shapes_as_notebook_03_does() -> None:
+    # In the practice edition llmlab's gpt_forward stands in for an unwritten one; 03 prints the shapes it records.
+    from llmlab.config import ModelConfig
+    from llmlab.model import GPT
+
+    model = GPT(ModelConfig(vocab_size=20, block_size=8, embedding_size=16, num_heads=2, depth=2))
+    idx = torch.randint(0, 20, (3, 5))
+    theirs: list = []
+    logits = check.pieces()["gpt_forward"].reference(model, idx, theirs)
+    tr = model.transformer
+    tok, pos = tr.wte.weight[idx], tr.wpe.weight[torch.arange(5)]
+    x, ours = tok + pos, [("idx", idx.shape), ("token embedding", tok.shape), ("position embedding", pos.shape)]
+    ours.append(("x = tok + pos", x.shape))
+    for i, blk in enumerate(tr.h):
+        x = blk(x)
+        ours.append((f"after block {i}", x.shape))
+    x = tr.ln_f(x)
+    ours += [("after ln_f", x.shape), ("logits", (x @ tr.wte.weight.T).shape)]
+    assert theirs == ours and logits.shape == (3, 5, 20)

@@ -104,7 +104,12 @@ def strip_regions(source: str, lang: str = "en") -> tuple[str, int]:
     """``source`` with every solution region replaced by the stub; and how many regions there were."""
     if source.count(BEGIN) != source.count(END):
         raise ValueError(f"unbalanced {BEGIN!r} / {END!r} in:\n{source}")
-    new, n = REGION.subn(lambda m: STUB[lang].format(indent=m.group(1)), source)
+
+    def stub(m: re.Match[str]) -> str:  # as nbgrader writes it: no line break added at the end of the cell
+        text = STUB[lang].format(indent=m.group(1))
+        return text if m.group(0).endswith("\n") else text.rstrip("\n")
+
+    new, n = REGION.subn(stub, source)
     if n != source.count(BEGIN):
         raise ValueError(f"a {BEGIN!r} region is malformed (markers on their own lines, END after BEGIN):\n{source}")
     return new, n

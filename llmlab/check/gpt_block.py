@@ -345,6 +345,24 @@ def _forward(model: GPT, idx: torch.Tensor, how: str = "right") -> torch.Tensor:
     return logits[:, -1] if how == "last_only" else logits
 
 
+def _reference_forward(model: GPT, idx: torch.Tensor, shapes: list | None = None) -> torch.Tensor:
+    """The model's logits; with a ``shapes`` list, also each step's (name, shape) as notebook 03 records them, so
+    the practice edition's fallback prints the same table."""
+    logits = model(idx)[0]
+    if shapes is not None:
+        B, T = idx.shape
+        C = model.config.embedding_size
+        shapes += [
+            ("idx", idx.shape),
+            ("token embedding", torch.Size([B, T, C])),
+            ("position embedding", torch.Size([T, C])),
+            ("x = tok + pos", torch.Size([B, T, C])),
+        ]
+        shapes += [(f"after block {i}", torch.Size([B, T, C])) for i in range(model.config.depth)]
+        shapes += [("after ln_f", torch.Size([B, T, C])), ("logits", logits.shape)]
+    return logits
+
+
 def _run_forward(fn: Any, case: Case) -> torch.Tensor:
     idx, model = case.args
     try:  # the notebook's gpt_forward also fills a list of shapes; give one if the learner's takes it
@@ -367,7 +385,7 @@ def _forward_cases() -> list[Case]:
 
 GPT_FORWARD = Piece(
     title="gpt_forward",
-    reference=lambda model, idx, shapes=None: model(idx)[0],
+    reference=_reference_forward,
     cases=_forward_cases,
     run=_run_forward,
     atol=1e-4,

@@ -363,8 +363,10 @@ def _table(
 ) -> torch.Tensor:
     V = len(stoi)
     counts = torch.zeros(V, V)
-    for a, b in zip(text, text[1:]):
-        counts[stoi[a], stoi[b]] += 1
+    # Count pairs first, then one write per distinct pair: the practice edition's fallback runs this on the
+    # whole corpus, where a tensor write per character would take seconds.
+    for (a, b), n in Counter(zip(text, text[1:])).items():
+        counts[stoi[a], stoi[b]] += n
     if transpose:
         counts = counts.T
     if numerator_only:
