@@ -26,6 +26,7 @@ from common import full_split_bpb, prepared, scratch_dir  # noqa: E402  (bench/c
 # Each lever: the settings it changes on top of cpu_modern.
 LEVERS = {
     "swiglu": {"mlp": "swiglu"},  # SiLU-gated MLP, hidden 8C/3 rounded up to 64 (Llama's rule), vs ReLU² at 4C
+    "wsd": {"schedule": "wsd"},  # warm-up, stable at max_lr, linear decay over the last 30% (steps or clock)
     # the same hidden width as ReLU² (1.5x its MLP weights)
     "swiglu_4c": {"mlp": "swiglu", "mlp_hidden": 4 * get_preset("cpu_modern").model.embedding_size},
 }

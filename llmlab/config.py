@@ -227,6 +227,8 @@ class TrainConfig:
     max_lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
+    schedule: str = "cosine"
+    decay_fraction: float = 0.3
     weight_decay: float = 0.1
     optimizer: str = "adamw"
     muon_lr: float = 0.02
@@ -275,7 +277,10 @@ class TrainConfig:
         if _number(self, "max_seconds") < 0:
             _fail("max_seconds", self.max_seconds, "max_seconds must be >= 0 (0 means no time limit).")
         check_number("muon_lr", self.muon_lr, 0.0, low_open=True, fix="muon_lr must be > 0; 0.02 is usual.")
+        if not 0.0 < _number(self, "decay_fraction") <= 1.0:
+            _fail("decay_fraction", self.decay_fraction, "decay_fraction must be in (0, 1]; 0.3 is usual for wsd.")
         choices = {
+            "schedule": ("cosine", "wsd"),
             "optimizer": ("adamw", "muon"),
             "tokenizer": ("char", "bpe", "gpt2"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),

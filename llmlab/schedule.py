@@ -14,6 +14,10 @@ rate 0 (the first update changes nothing) and every warm-up step below llmlab's,
 ``warmup_iters=4, max_iters=10, max_lr=1, min_lr=0`` (measured with transformers 5): llmlab gives 0.2, 0.4, 0.6,
 0.8, then 1.0, 0.933 ...; Hugging Face 0, 0.25, 0.5, 0.75, then the same 1.0, 0.933 ...
 
+``schedule="wsd"`` (warm-up, stable, decay; Hägele et al., 2024) keeps ``max_lr`` after the warm-up and decays
+linearly to ``min_lr`` over the last ``decay_fraction`` of the progress ``p`` only: a run spends most of its
+budget at the full rate, and the decay still ends when the steps or the time run out.
+
 With a wall-clock budget (``max_seconds > 0``) the Trainer passes ``time_fraction = elapsed / max_seconds`` and
 the cosine follows the larger of the two progressions, so it reaches ``min_lr`` when the time runs out.
 :func:`planned_lrs` draws that schedule ahead of a run from a speed in steps per second (for instance
@@ -32,7 +36,8 @@ __all__ = ["lr_at", "budget_step", "planned_lrs", "measured_steps_per_second"]
 
 
 def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> float:
-    """Learning rate at optimizer step ``step``: linear warmup to ``max_lr``, cosine decay to ``min_lr``.
+    """Learning rate at optimizer step ``step``: linear warmup to ``max_lr``, then a cosine (or, with
+    ``schedule="wsd"``, a plateau and a linear decay) to ``min_lr``.
 
     ``time_fraction`` (elapsed / max_seconds, when a wall-clock budget is set) lets the cosine finish
     when the time runs out even if ``max_iters`` would not be reached: progress is the larger of the two.
@@ -44,6 +49,9 @@ def lr_at(step: int, train: TrainConfig, time_fraction: float | None = None) -> 
     if time_fraction is not None:
         progress = max(progress, time_fraction)
     progress = min(max(progress, 0.0), 1.0)
+    if train.schedule == "wsd":  # stable at max_lr, then a straight line to min_lr over the last decay_fraction
+        left = (1.0 - progress) / train.decay_fraction
+        return train.min_lr + min(1.0, left) * (train.max_lr - train.min_lr)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return train.min_lr + cosine * (train.max_lr - train.min_lr)
 

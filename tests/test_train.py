@@ -49,6 +49,23 @@ def test_lr_schedule_matches_formula() -> None:
     assert lr_at(100, tc, time_fraction=0.0) == pytest.approx(lr_at(100, tc))
 
 
+def test_wsd_schedule_holds_max_lr_then_decays_linearly_by_steps_or_time() -> None:
+    # Warm-up as usual; progress p = (s - 10) / 100; max_lr while p <= 0.7; then a straight line to min_lr at p = 1.
+    tc = TrainConfig(max_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110, schedule="wsd", decay_fraction=0.3)
+    assert lr_at(0, tc) == pytest.approx(1e-3 / 11) and lr_at(9, tc) == pytest.approx(1e-3 * 10 / 11)
+    assert [lr_at(s, tc) for s in (10, 40, 80)] == pytest.approx([1e-3] * 3)
+    assert lr_at(95, tc) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half-way down the decay (p = 0.85)
+    assert lr_at(110, tc) == pytest.approx(1e-4) and lr_at(500, tc) == pytest.approx(1e-4)
+    # The decay follows the clock when the time runs out first, as the cosine does.
+    assert lr_at(20, tc, time_fraction=0.85) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert lr_at(20, tc, time_fraction=0.5) == pytest.approx(1e-3)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="decay_fraction"):
+            TrainConfig(schedule="wsd", decay_fraction=bad)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
 def test_bits_per_byte() -> None:
     # 1 nat/token, 2 tokens per 3 bytes -> (1 / ln 2) * 2 / 3 bits per byte.
     assert bits_per_byte(1.0, 200, 300) == pytest.approx(2 / (3 * math.log(2)))
