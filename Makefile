@@ -84,7 +84,7 @@ browser-deps: $(BROWSER_STAMP)
 	    "or run .venv/bin/playwright install chromium"; \
 	fi
 
-# Notebooks 03, 04 and 05 in JupyterLab (fast mode), driven through Chromium: run all, move sliders, press
+# Notebooks 03, 04b and 05 in JupyterLab (fast mode), driven through Chromium: run all, move sliders, press
 # Train, watch the live plot and the runs table, sample in 05. Screenshots: out/browser/.
 test-browser: browser-deps
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tests/browser/check_notebooks.py $(BROWSER_ARGS)

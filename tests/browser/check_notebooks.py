@@ -1,11 +1,11 @@
-"""`make test-browser`: notebooks 03, 04 and 05 in a real browser, the way a learner meets them.
+"""`make test-browser`: notebooks 03, 04b and 05 in a real browser, the way a learner meets them.
 
 Starts JupyterLab headless on a free port with a random token, serving a temporary copy of the notebooks
 (so nothing is saved into the repository), in fast mode (LLMLAB_FAST=1, files under a temporary
 LLMLAB_FAST_ROOT), and drives Chromium with Playwright:
 
 - 03: run all cells, move the explorer's ``depth`` slider, see the panel's numbers change;
-- 04: run all cells, move the experiment panel's ``embedding_size`` slider, set ``steps``, click **Train**,
+- 04b: run all cells, move the experiment panel's ``embedding_size`` slider, set ``steps``, click **Train**,
   see the live plot image replaced several times and the runs table grow by one row;
 - 05: run all cells, set the sampling panel's ``temperature``, see new samples that start with the prompt.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = {"03": "03_gpt_block", "04": "04_training_loop", "05": "05_sampling"}
+NOTEBOOKS = {"03": "03_gpt_block", "04b": "04b_optimisation", "05": "05_sampling"}
 SHOTS = ROOT / "out" / "browser"
 RUN_ALL_TIMEOUT_S = 600.0
 
@@ -185,10 +185,10 @@ def run_all(page: Any, name: str, timeout: float = RUN_ALL_TIMEOUT_S) -> float:
     raise CheckFailed(f"{name}: Run All did not finish within {timeout:.0f} s")
 
 
-def slider(page: Any, label: str, name: str) -> Any:
-    """The first ipywidgets slider whose description is ``label`` in the open notebook."""
-    found = page.locator(
-        ".jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider",
+def slider(page: Any, label: str, name: str, within: Any = None) -> Any:
+    """The first ipywidgets slider whose description is ``label`` in the open notebook (or inside ``within``)."""
+    found = (within or page).locator(
+        ".widget-slider" if within is not None else ".jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider",
         has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")),
     )
     if found.count() == 0:
@@ -267,7 +267,7 @@ def check_03(page: Any, name: str) -> str:
     return f"depth {before_value} -> {readout(depth)}: the panel's numbers and chart changed"
 
 
-def check_04(page: Any, name: str, steps: int) -> str:
+def check_04b(page: Any, name: str, steps: int) -> str:
     embedding = slider(page, "embedding_size", name)
     panel = panel_of(embedding)
     # By its text: the accessible name also holds the icon's glyph.
@@ -277,8 +277,10 @@ def check_04(page: Any, name: str, steps: int) -> str:
     before = readout(embedding)
     press_on_slider(page, embedding, "ArrowLeft")  # a smaller model: a quicker run
     wait_until(lambda: readout(embedding) != before, f"{name}: the 'embedding_size' slider did not move", 20)
-    type_into_readout(page, slider(page, "steps", name), str(steps))
-    wait_until(lambda: readout(slider(page, "steps", name)) == str(steps), f"{name}: 'steps' did not take {steps}", 20)
+    type_into_readout(page, slider(page, "steps", name, panel), str(steps))
+    wait_until(
+        lambda: readout(slider(page, "steps", name, panel)) == str(steps), f"{name}: 'steps' did not take {steps}", 20
+    )
     table = panel.locator("table")
     if table.count() == 0:
         raise CheckFailed(f"{name}: no runs table (an HTML <table>) in the experiment panel")
@@ -366,8 +368,8 @@ def _drive(
             page.screenshot(path=str(SHOTS / f"{name}.png"))
             if number == "03":
                 said = check_03(page, name)
-            elif number == "04":
-                said = check_04(page, name, args.steps)
+            elif number == "04b":
+                said = check_04b(page, name, args.steps)
             else:
                 said = check_05(page, name)
             timings[name] = time.monotonic() - started
@@ -391,14 +393,14 @@ def _drive(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--notebooks", default="03,04,05", help="which of 03, 04, 05 to check (default all three)")
-    parser.add_argument("--steps", type=int, default=300, help="steps of the run started with Train in 04")
+    parser.add_argument("--notebooks", default="03,04b,05", help="which of 03, 04b, 05 to check (default all three)")
+    parser.add_argument("--steps", type=int, default=300, help="steps of the run started with Train in 04b")
     parser.add_argument("--headed", action="store_true", help="show the browser window")
     args = parser.parse_args(argv)
     chosen = [n.strip() for n in args.notebooks.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in NOTEBOOKS]
     if unknown or not chosen:
-        parser.error(f"--notebooks={args.notebooks!r}: choose from {', '.join(NOTEBOOKS)}, e.g. --notebooks 04")
+        parser.error(f"--notebooks={args.notebooks!r}: choose from {', '.join(NOTEBOOKS)}, e.g. --notebooks 04b")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
