@@ -27,6 +27,7 @@ from common import full_split_bpb, prepared, scratch_dir  # noqa: E402  (bench/c
 LEVERS = {
     "swiglu": {"mlp": "swiglu"},  # SiLU-gated MLP, hidden 8C/3 rounded up to 64 (Llama's rule), vs ReLU² at 4C
     "wsd": {"schedule": "wsd"},  # warm-up, stable at max_lr, linear decay over the last 30% (steps or clock)
+    "unet": {"unet_skips": True},  # block i's output into block depth-1-i's input, learned weights (modded-nanogpt)
     # the same hidden width as ReLU² (1.5x its MLP weights)
     "swiglu_4c": {"mlp": "swiglu", "mlp_hidden": 4 * get_preset("cpu_modern").model.embedding_size},
 }

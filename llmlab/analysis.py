@@ -32,7 +32,7 @@ COMPONENTS = ("token embedding", "position embedding", "attention", "MLP", "Laye
 
 def component_of(name: str) -> str:
     """GPT-2 parameter name -> the part of the model it belongs to (:data:`COMPONENTS`, or "output head"
-    for an untied head)."""
+    for an untied head, "U-net skips" for their weights)."""
     if name.startswith("lm_head"):
         return "output head"  # only when untied: a tied head is the token embedding, counted once
     if ".wte." in f".{name}":
@@ -43,6 +43,8 @@ def component_of(name: str) -> str:
         return "attention"
     if ".mlp." in name:
         return "MLP"
+    if name == "skip_weights":
+        return "U-net skips"  # only with unet_skips: one weight per skip
     return "LayerNorm"
 
 

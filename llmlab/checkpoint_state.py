@@ -69,6 +69,7 @@ ARCH_FIELDS = (
     "mlp_hidden",
     "tie_embeddings",
     "logit_softcap",
+    "unet_skips",
     "vocab_multiple",
 )
 

@@ -89,6 +89,8 @@ class ModelConfig:
     - ``tie_embeddings``: one matrix for token embedding and output head (GPT-2), or two
     - ``zero_init``: output projections (and an untied head) start at zero, so each block starts as identity
     - ``logit_softcap``: 0 (off) or c, logits become ``c * tanh(logits / c)``
+    - ``unet_skips``: U-net style skips (modded-nanogpt): the output of each block of the first half is added,
+      times a learned weight (starting at 1), to the input of its mirror block in the second half
 
     ``vocab_multiple`` pads the token table and the output layer to a multiple of it (``padded_vocab_size``):
     GPUs often multiply matrices faster when their sizes are multiples of 64, and GPT-2's 50,257 is odd (nanoGPT
@@ -111,6 +113,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     zero_init: bool = False
     logit_softcap: float = 0.0
+    unet_skips: bool = False
     vocab_multiple: int = 1
     mlp: str = "standard"
     mlp_hidden: int = 0
@@ -136,7 +139,7 @@ class ModelConfig:
         dropout = _number(self, "dropout")
         if not 0.0 <= dropout < 1.0:
             _fail("dropout", self.dropout, "dropout must be in [0, 1); 0.0 turns it off, 0.1-0.2 is typical.")
-        for name in ("bias", "qk_norm", "tie_embeddings", "zero_init"):
+        for name in ("bias", "qk_norm", "tie_embeddings", "zero_init", "unet_skips"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), f"{name} must be True or False.")
         check_choice("position", self.position, ("learned", "rope"))

@@ -125,6 +125,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "qk_norm": False,
         "mlp": "standard",
         "logit_softcap": 0.0,
+        "unet_skips": False,
     },
     "LlamaForCausalLM": {
         "position": "rope",
@@ -133,6 +134,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "mlp": "swiglu",
         "bias": False,
         "logit_softcap": 0.0,
+        "unet_skips": False,
     },
     "Qwen3ForCausalLM": {
         "position": "rope",
@@ -141,6 +143,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "mlp": "swiglu",
         "bias": False,
         "logit_softcap": 0.0,
+        "unet_skips": False,
     },
 }
 # The nearest preset for each: what a refusal suggests.

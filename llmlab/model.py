@@ -215,6 +215,9 @@ class GPT(nn.Module):
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.embedding_size)  # position -> vector
         # padded_vocab_size >= vocab_size rows (ModelConfig.vocab_multiple); logits() drops the padding.
         self.lm_head = nn.Linear(config.embedding_size, config.padded_vocab_size, bias=False)
+        if config.unet_skips and config.depth >= 2:
+            # One weight per skip: block i's output feeds block depth-1-i's input (i < depth // 2), at 1 to start.
+            self.skip_weights = nn.Parameter(torch.ones(config.depth // 2))
         if config.tie_embeddings:
             # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
             # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
@@ -274,8 +277,14 @@ class GPT(nn.Module):
             pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
             x = x + self.transformer.wpe(pos)  # (T, C), broadcast over the batch
         x = self.transformer.drop(x)  # (B, T, C)
+        n_skips = len(self.skip_weights) if hasattr(self, "skip_weights") else 0
+        skips = []  # the first half's outputs, taken back in reverse order by the second half (a U-net)
         for layer, block in enumerate(self.transformer.h):
+            if layer >= self.config.depth - n_skips:
+                x = x + self.skip_weights[self.config.depth - 1 - layer] * skips.pop()  # (B, T, C)
             x = block(x, kv_cache, layer)  # (B, T, C)
+            if layer < n_skips:
+                skips.append(x)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)  # (B, T, C)

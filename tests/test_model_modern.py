@@ -369,3 +369,60 @@ def test_resuming_into_another_mlp_is_refused_before_loading_weights() -> None:
     for change in ({"mlp": "swiglu"}, {"mlp_hidden": 256}):
         with pytest.raises(ValueError, match=f"another architecture.*{next(iter(change))}"):
             state.check_architecture(saved.override(**change).model)
+
+
+def test_unet_skips_add_each_first_half_output_to_its_mirror_block_input() -> None:
+    from llmlab.config import ModelConfig
+    from llmlab.model import GPT
+
+    cfg = dict(vocab_size=30, block_size=16, embedding_size=32, num_heads=4, depth=5, position="rope", norm="rmsnorm")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**cfg, unet_skips=True)).eval()
+    assert tuple(model.skip_weights.shape) == (2,) and torch.equal(model.skip_weights.detach(), torch.ones(2))
+    assert not hasattr(GPT(ModelConfig(**cfg)), "skip_weights")  # off by default: GPT-2's parameters only
+    with torch.no_grad():
+        model.skip_weights.copy_(torch.tensor([0.5, -2.0]))
+        idx = torch.randint(0, 30, (2, 9))
+        h = model.transformer.h
+        x0 = model.transformer.wte(idx)
+        x1 = h[0](x0)  # encoder outputs: block 0 -> block 4's input, block 1 -> block 3's input
+        x2 = h[1](x1)
+        x3 = h[2](x2)  # the middle block of an odd depth gets no skip
+        x4 = h[3](x3 - 2.0 * x2)
+        x5 = h[4](x4 + 0.5 * x1)
+        by_hand = model.logits(model.transformer.ln_f(x5))
+        torch.testing.assert_close(model(idx)[0], by_hand)
+        # The KV-cache path gives the same tokens (each new token's skips are its own positions').
+        start = idx[:1, :3]
+        assert torch.equal(model.generate(start, 10, temperature=0, use_cache=True),
+                           model.generate(start, 10, temperature=0, use_cache=False))  # fmt: skip
+
+
+def test_unet_skips_train_export_refuses_and_resume_checks() -> None:
+    from llmlab.checkpoint_state import TrainingState
+    from llmlab.config import ModelConfig, get_preset
+    from llmlab.hf import hf_architecture
+    from llmlab.model import GPT
+
+    model = GPT(ModelConfig(vocab_size=30, block_size=16, embedding_size=32, num_heads=4, depth=4, unet_skips=True))
+    opt = model.configure_optimizer(0.1, 1e-3, optimizer="muon")
+    idx = torch.randint(0, 30, (2, 8))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert model.skip_weights.grad is not None and model.skip_weights.grad.abs().sum() > 0
+    before = model.skip_weights.detach().clone()
+    opt.step()
+    assert not torch.equal(model.skip_weights.detach(), before)  # learned (on AdamW, without weight decay)
+    with pytest.raises(ValueError, match="unet_skips"):
+        hf_architecture(model.config)
+    saved = get_preset("cpu_modern")
+    with pytest.raises(ValueError, match="another architecture.*unet_skips"):
+        TrainingState(model={}, config=saved.to_dict()).check_architecture(saved.override(unet_skips=True).model)
+
+
+def test_unet_skip_weights_are_counted_as_their_own_component() -> None:
+    from llmlab.analysis import parameters_by_component
+    from llmlab.config import get_preset
+
+    counts = parameters_by_component(get_preset("cpu_modern").override(unet_skips=True).model)
+    assert counts["U-net skips"] == 2 and counts["LayerNorm"] == 4 * 2 * 128 + 128  # depth 4: two skips
