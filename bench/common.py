@@ -25,11 +25,20 @@ def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=_SCRATCH.name))
 
 
-def prepared(tokenizer: str, split: str = "tail") -> Path:
-    """The embedded corpus prepared with ``tokenizer`` (cached in the temp folder between runs)."""
-    out = Path(tempfile.gettempdir()) / f"llmlab_bench_{tokenizer}_{split}"
-    prepare(tokenizer=tokenizer, out_dir=out, split=split, val_fraction=0.1, progress=False)
+def prepared(tokenizer: str, split: str = "tail", vocab_size: int | None = None) -> Path:
+    """The embedded corpus prepared with ``tokenizer`` (cached in the temp folder between runs); ``vocab_size``
+    trains the BPE tokenizer to that many tokens instead of its default 1,024."""
+    name = tokenizer if vocab_size is None else f"{tokenizer}{vocab_size}"
+    out = Path(tempfile.gettempdir()) / f"llmlab_bench_{name}_{split}"
+    prepare(tokenizer=tokenizer, out_dir=out, split=split, val_fraction=0.1, progress=False, vocab_size=vocab_size)
     return out
+
+
+def prepared_for(config: Config, split: str = "tail") -> Path:
+    """The embedded corpus as ``config`` trains on it: its tokenizer, a BPE at its ``vocab_size`` (what
+    ``llmlab train`` prepares when no --data is given)."""
+    tokenizer = config.train.tokenizer
+    return prepared(tokenizer, split, config.model.vocab_size if tokenizer == "bpe" else None)
 
 
 def full_split_bpb(model: torch.nn.Module, data_dir: Path, config: Config, split: str) -> float:

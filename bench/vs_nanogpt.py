@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import full_split_bpb, load_note, prepared, scratch_dir  # noqa: E402  (bench/common.py)
+from common import full_split_bpb, load_note, prepared_for, scratch_dir  # noqa: E402  (bench/common.py)
 
 from llmlab.cli_args import parse_overrides  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
@@ -118,7 +118,7 @@ def run_llmlab(preset: str, seconds: float, seed: int) -> tuple[float, int, floa
     name, _, settings = preset.partition(":")
     overrides = parse_overrides(settings.split(",")) if settings else {}
     config = get_preset(name).override(overrides).override(max_seconds=seconds, seed=seed)
-    data_dir = prepared(config.train.tokenizer, "tail")
+    data_dir = prepared_for(config, "tail")
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=(), cpu_threads=torch.get_num_threads())
     result = trainer.fit()
     return full_split_bpb(trainer.raw_model, data_dir, trainer.config, "val"), result.final_step, result.seconds

@@ -32,9 +32,11 @@ COMPONENTS = ("token embedding", "position embedding", "attention", "MLP", "Laye
 
 def component_of(name: str) -> str:
     """GPT-2 parameter name -> the part of the model it belongs to (:data:`COMPONENTS`, or "output head"
-    for an untied head, "U-net skips" for their weights)."""
+    for an untied head, "U-net skips" for their weights, "value embeddings" for their tables and weights)."""
     if name.startswith("lm_head"):
         return "output head"  # only when untied: a tied head is the token embedding, counted once
+    if ".vte." in f".{name}" or name == "ve_weights":
+        return "value embeddings"  # only with value_embeds: the tables and one weight per block that reads one
     if ".wte." in f".{name}":
         return "token embedding"
     if ".wpe." in f".{name}":

@@ -70,6 +70,7 @@ ARCH_FIELDS = (
     "tie_embeddings",
     "logit_softcap",
     "unet_skips",
+    "value_embeds",
     "vocab_multiple",
 )
 

@@ -53,14 +53,22 @@ def _checkpoint(given: str | None) -> str:
     return DEFAULT_CHECKPOINT
 
 
+def _vocab_flag(vocab_size: int | None) -> str:
+    """`` --vocab-size N`` where the BPE is not the default size, else nothing."""
+    from llmlab.tokenizers import DEFAULT_BPE_VOCAB_SIZE
+
+    return f" --vocab-size {vocab_size}" if vocab_size not in (None, DEFAULT_BPE_VOCAB_SIZE) else ""
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from llmlab import data
 
-    out = Path(args.out) if args.out else data.default_data_dir(args.source, args.tokenizer)
+    out = Path(args.out) if args.out else data.default_data_dir(args.source, args.tokenizer, args.vocab_size)
     # prepare() reports progress and prints the summary line itself.
     data.prepare(
         source=args.source,
         tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
         out_dir=out,
         num_proc=args.num_proc,
         val_fraction=args.val_fraction,
@@ -161,8 +169,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.data is None:
         from llmlab.data import default_data_dir
 
-        # No --data: the embedded corpus, prepared with the preset's tokenizer where `llmlab prepare` puts it.
-        data_dir = default_data_dir(None, config.train.tokenizer)
+        # No --data: the embedded corpus, prepared with the preset's tokenizer where `llmlab prepare` puts it
+        # (a BPE trained to the preset's vocab_size: cpu_small's 1,024 tokens, cpu_modern's 4,096).
+        tokenizer = config.train.tokenizer
+        vocab_size = config.model.vocab_size if tokenizer == "bpe" else None
+        data_dir = default_data_dir(None, tokenizer, vocab_size)
         if not (data_dir / "meta.json").exists() or not (data_dir / "train.bin").exists():
             from llmlab import data
 
@@ -170,14 +181,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 # Every torchrun process would prepare the same files at once: do it once, beforehand.
                 raise FileNotFoundError(
                     f"no prepared data in {data_dir}; under torchrun prepare it first: "
-                    f"llmlab prepare --tokenizer {config.train.tokenizer} --out {data_dir}"
+                    f"llmlab prepare --tokenizer {tokenizer}{_vocab_flag(vocab_size)} --out {data_dir}"
                 )
 
+            size = f", {vocab_size:,} tokens" if vocab_size is not None else ""
             print(
-                f"preparing the embedded Shakespeare corpus ({config.train.tokenizer} tokenizer) in {data_dir} ...",
+                f"preparing the embedded Shakespeare corpus ({tokenizer} tokenizer{size}) in {data_dir} ...",
                 file=sys.stderr,
             )
-            data.prepare(tokenizer=config.train.tokenizer, out_dir=data_dir)
+            data.prepare(tokenizer=tokenizer, out_dir=data_dir, vocab_size=vocab_size)
     else:
         data_dir = Path(args.data)
     out = Path(args.out)

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["char", "bpe", "gpt2"],
         help=f"default {DEFAULT_TOKENIZER}: the default training preset's, so `llmlab train` uses this data",
     )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="bpe only: train it to this many tokens (default 1024; the cpu_modern preset trains on 4096)",
+    )
     p.add_argument("--num-proc", type=int, default=1, help="worker processes for tokenizing (default 1)")
     p.add_argument("--out", default=None, help="output directory (default data/<source name>_<tokenizer>)")
     p.add_argument("--force", action="store_true", help="rebuild even if matching outputs exist")

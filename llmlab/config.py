@@ -91,6 +91,9 @@ class ModelConfig:
     - ``logit_softcap``: 0 (off) or c, logits become ``c * tanh(logits / c)``
     - ``unet_skips``: U-net style skips (modded-nanogpt): the output of each block of the first half is added,
       times a learned weight (starting at 1), to the input of its mirror block in the second half
+    - ``value_embeds``: value embeddings (modded-nanogpt): that many extra token tables whose rows are added,
+      times a learned weight per block, to the attention values of the first ``value_embeds`` blocks and again of
+      the last ones (table i feeds block i and block depth - value_embeds + i); 0 (off) up to depth // 2
 
     ``vocab_multiple`` pads the token table and the output layer to a multiple of it (``padded_vocab_size``):
     GPUs often multiply matrices faster when their sizes are multiples of 64, and GPT-2's 50,257 is odd (nanoGPT
@@ -114,6 +117,7 @@ class ModelConfig:
     zero_init: bool = False
     logit_softcap: float = 0.0
     unet_skips: bool = False
+    value_embeds: int = 0
     vocab_multiple: int = 1
     mlp: str = "standard"
     mlp_hidden: int = 0
@@ -146,6 +150,10 @@ class ModelConfig:
         check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
         check_choice("activation", self.activation, ("gelu", "gelu_exact", "relu2"))
         check_choice("mlp", self.mlp, ("standard", "swiglu"))
+        most = self.depth // 2  # each table feeds one block of the first half and one of the second
+        fix = f"value_embeds must be a whole number from 0 (off) to depth // 2 = {most}, e.g. value_embeds={most}."
+        if check_int("value_embeds", self.value_embeds, 0, fix) > most:
+            _fail("value_embeds", self.value_embeds, fix)
         check_int(
             "mlp_hidden",
             self.mlp_hidden,
@@ -455,7 +463,13 @@ def _preset_cpu_modern() -> Config:
     # the run against nanoGPT. eval_iters 20 -> 10: each evaluation (train and val, at steps 0, 250, 500 and the
     # end) took ~3.3 s of the budget; in one run against nanoGPT (two seeds) the preset made 649 / 643 steps
     # instead of 589 / 651 and reached 2.130 / 2.135 bits/byte instead of 2.146 / 2.135.
-    return _preset_cpu_small().override(**modern_settings(), max_lr=6e-3, min_lr=6e-4, weight_decay=0.0, eval_iters=10)
+    # vocab_size 1,024 -> 4,096 (a BPE trained on the train text only; 2.90 instead of 2.33 val bytes per token):
+    # 2.1250 against 2.1817 bits/byte, medians of 3 seeds at 60 s, 95% interval of the gap +0.038 to +0.070
+    # (`python bench/levers.py --levers bpe4096`, 2026-12-05; 2,048 gained 0.036, 8,192 nothing: its head is 8x).
+    # `llmlab train --preset cpu_modern` prepares data/shakespeare_bpe4096; on other data the data decides.
+    return _preset_cpu_small().override(
+        **modern_settings(), vocab_size=4096, max_lr=6e-3, min_lr=6e-4, weight_decay=0.0, eval_iters=10
+    )
 
 
 def _preset_seed_manual() -> Config:

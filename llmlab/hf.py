@@ -126,6 +126,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "mlp": "standard",
         "logit_softcap": 0.0,
         "unet_skips": False,
+        "value_embeds": 0,
     },
     "LlamaForCausalLM": {
         "position": "rope",
@@ -135,6 +136,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "bias": False,
         "logit_softcap": 0.0,
         "unet_skips": False,
+        "value_embeds": 0,
     },
     "Qwen3ForCausalLM": {
         "position": "rope",
@@ -144,6 +146,7 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
         "bias": False,
         "logit_softcap": 0.0,
         "unet_skips": False,
+        "value_embeds": 0,
     },
 }
 # The nearest preset for each: what a refusal suggests.

@@ -87,10 +87,14 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm
         self.rotary = Rotary(config.head_size, config.block_size) if config.position == "rope" else None
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0, ve: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         nh, hs = self.num_heads, C // self.num_heads
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        if ve is not None:  # a value embedding: each token's own row joins its value (ModelConfig.value_embeds)
+            v = v + ve  # (B, T, C)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -185,10 +189,23 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0, ve: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer, ve)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
+
+
+def _grown_table(table: nn.Embedding, old: int, vocab_size: int, rows: int) -> nn.Embedding:
+    """``table`` with ``rows`` rows: the first ``old`` kept, the new tokens' rows at their mean, padding at zero."""
+    weight = table.weight  # (padded V, C)
+    grown = nn.Embedding(rows, weight.size(1), device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        grown.weight.zero_()  # padding rows (if any) stay zero: they are never read
+        grown.weight[:old] = weight[:old]
+        grown.weight[old:vocab_size] = weight[:old].mean(dim=0)
+    return grown
 
 
 class GPT(nn.Module):
@@ -218,6 +235,13 @@ class GPT(nn.Module):
         if config.unet_skips and config.depth >= 2:
             # One weight per skip: block i's output feeds block depth-1-i's input (i < depth // 2), at 1 to start.
             self.skip_weights = nn.Parameter(torch.ones(config.depth // 2))
+        if config.value_embeds:
+            # Token tables read by attention's values: table i feeds block i and block depth - n + i, each through
+            # a learned weight starting at 1 (the tables start small, like wte, and learn at the embeddings' rate).
+            n = config.value_embeds
+            tables = [nn.Embedding(config.padded_vocab_size, config.embedding_size) for _ in range(n)]
+            self.transformer["vte"] = nn.ModuleList(tables)
+            self.ve_weights = nn.Parameter(torch.ones(2 * n))
         if config.tie_embeddings:
             # Weight tying: the same matrix reads tokens in and scores them out (fewer parameters, better
             # sample efficiency; Press & Wolf 2017). Both names appear in state_dict, holding one tensor.
@@ -279,15 +303,28 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)  # (B, T, C)
         n_skips = len(self.skip_weights) if hasattr(self, "skip_weights") else 0
         skips = []  # the first half's outputs, taken back in reverse order by the second half (a U-net)
+        ves = self._value_embeddings(idx)  # one (B, T, C) tensor or None per block
         for layer, block in enumerate(self.transformer.h):
             if layer >= self.config.depth - n_skips:
                 x = x + self.skip_weights[self.config.depth - 1 - layer] * skips.pop()  # (B, T, C)
-            x = block(x, kv_cache, layer)  # (B, T, C)
+            x = block(x, kv_cache, layer, ves[layer])  # (B, T, C)
             if layer < n_skips:
                 skips.append(x)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)  # (B, T, C)
+
+    def _value_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor | None]:
+        """Per block, what its attention adds to the values: ``ve_weights[j] * vte[i](idx)`` (B, T, C) for the
+        j-th block that reads a table (blocks 0..n-1 read tables 0..n-1, and so do the last n blocks), else None.
+        A token's row depends on that token only, so a KV cache needs nothing more."""
+        depth, n = self.config.depth, self.config.value_embeds
+        ves: list[torch.Tensor | None] = [None] * depth
+        for i in range(n):
+            row = self.transformer.vte[i](idx)  # (B, T, C)
+            ves[i] = self.ve_weights[i] * row
+            ves[depth - n + i] = self.ve_weights[n + i] * row
+        return ves
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., C) -> logits (..., V), soft-capped when ``logit_softcap`` is set."""
@@ -362,12 +399,9 @@ class GPT(nn.Module):
         new_config = dataclasses.replace(self.config, vocab_size=vocab_size)
         rows = new_config.padded_vocab_size
         weight = self.transformer.wte.weight  # (padded V, C)
-        grown = nn.Embedding(rows, weight.size(1), device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            grown.weight.zero_()  # padding rows (if any) stay zero: they are never read
-            grown.weight[:old] = weight[:old]
-            grown.weight[old:vocab_size] = weight[:old].mean(dim=0)
-        self.transformer.wte = grown
+        self.transformer.wte = _grown_table(self.transformer.wte, old, vocab_size, rows)
+        if "vte" in self.transformer:  # value-embedding tables grow the same way
+            self.transformer.vte = nn.ModuleList(_grown_table(t, old, vocab_size, rows) for t in self.transformer.vte)
         if self.config.tie_embeddings:
             self.lm_head = nn.Linear(weight.size(1), rows, bias=False, device=weight.device, dtype=weight.dtype)
             self.lm_head.weight = self.transformer.wte.weight  # re-tie
@@ -388,6 +422,8 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
         if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
+        if non_embedding and "vte" in self.transformer:  # value embeddings are looked up, never multiplied
+            n -= sum(t.weight.numel() for t in self.transformer.vte)
         return n
 
     def configure_optimizer(

@@ -204,6 +204,51 @@ def test_prepare_without_out_names_the_folder_after_the_source(
     assert "data/my_book_char" in capsys.readouterr().out
 
 
+def test_prepare_vocab_size_names_its_folder_and_the_rebuild_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmlab.data.batches import _prepare_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 300)
+    args = ["prepare", "--source", "fox.txt", "--tokenizer", "bpe", "--vocab-size", "300", "--split", "tail"]
+    assert main(args) == 0
+    assert "data/fox_bpe300" in capsys.readouterr().out
+    assert (tmp_path / "data" / "fox_bpe300" / "train.bin").is_file()
+    # A missing folder of that name is rebuilt with the same size (the error message's command).
+    command = _prepare_command(Path("data/shakespeare_bpe4096"))
+    assert command == "llmlab prepare --out data/shakespeare_bpe4096 --tokenizer bpe --vocab-size 4096"
+    assert "--vocab-size" not in _prepare_command(Path("data/shakespeare_bpe"))
+    assert main(["prepare", "--tokenizer", "char", "--vocab-size", "300"]) == 1
+    assert "vocab_size=300 is not valid" in _one_error_line(capsys)
+
+
+def test_train_without_data_prepares_the_bpe_size_its_config_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `llmlab train` with no --data looks for (and prepares) a BPE of the config's vocab_size in its own folder.
+    import llmlab.data
+
+    asked: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_prepare(**kwargs):
+        asked.update(kwargs)
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(llmlab.data, "prepare", fake_prepare)
+    with pytest.raises(Stop):
+        main(["train", *TINY, "--set", "tokenizer=bpe", "--set", "vocab_size=300", "--quiet"])
+    assert asked["out_dir"] == Path("data/shakespeare_bpe300") and asked["vocab_size"] == 300
+    assert asked["tokenizer"] == "bpe"
+    with pytest.raises(Stop):
+        main(["train", "--preset", "cpu_small", "--quiet"])
+    assert asked["out_dir"] == Path("data/shakespeare_bpe")  # cpu_small: the default 1,024 tokens
+
+
 def test_parser_and_overrides() -> None:
     args = build_parser().parse_args(["generate", "--prompt", "hi", "--top-p", "0.9"])
     assert args.top_p == 0.9 and args.checkpoint is None  # out/best_checkpoint.bin, resolved when it runs
@@ -275,6 +320,7 @@ def test_prepare_defaults_make_the_data_that_train_uses(
         {
             "source": None,
             "tokenizer": DEFAULT_TOKENIZER,
+            "vocab_size": None,  # the default BPE size: cpu_small's
             "out_dir": data.default_data_dir(None, get_preset().train.tokenizer),
             "num_proc": 1,
             "val_fraction": 0.1,

@@ -514,22 +514,57 @@ def test_manual_one_liner_runs_offline(tmp_path):
     assert (train == tok.eot_token).sum() == 38 and train[-1] == tok.eot_token
 
 
-@pytest.mark.parametrize("split", ["tail", "documents"])
-def test_bpe_is_trained_on_the_training_text_only(tmp_path: Path, split: str) -> None:
+@pytest.mark.parametrize("split,vocab_size", [("tail", None), ("documents", None), ("tail", 265)])
+def test_bpe_is_trained_on_the_training_text_only(tmp_path: Path, split: str, vocab_size: int | None) -> None:
     # Held-out text must not shape the vocabulary it is evaluated with: a word that occurs only in val
-    # must not become a token, while a word as frequent in train does.
+    # must not become a token, while a word as frequent in train does; at any vocabulary size.
     folder = tmp_path / "corpus"
     folder.mkdir()
     (folder / "a.txt").write_text("walrus carpenter " * 400)
     (folder / "b.txt").write_text("zephyrquix " * 400)
     tokenized, tok = data.load_and_process_dataset(
-        source=folder, tokenizer="bpe", split=split, val_fraction=0.5, seed=0, progress=False
+        source=folder, tokenizer="bpe", split=split, val_fraction=0.5, seed=0, progress=False, vocab_size=vocab_size
     )
+    if vocab_size is not None:
+        assert tok.vocab_size == vocab_size
     val_text = tok.decode([i for row in tokenized["val"]["ids"] for i in row])
     train_word, val_word = ("walrus", "zephyrquix") if "zephyrquix" in val_text else ("zephyrquix", "walrus")
     tokens = set(tok.vocab)
     assert train_word.encode() in tokens or (b" " + train_word.encode()) in tokens
     assert not any(val_word[:6].encode() in t for t in tokens)
+
+
+def test_bpe_vocab_size_gets_its_own_folder_and_is_not_reused_for_another_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # data/<source>_bpe300 for a 300-token BPE, so the default 1,024-token folder is never mistaken for it; the
+    # request is recorded, and the same folder asked for another size is rebuilt rather than reused.
+    monkeypatch.chdir(tmp_path)
+    text = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, said {i % 7}.\n" for i in range(400))
+    (tmp_path / "fox.txt").write_text(text)
+    meta = data.prepare(source="fox.txt", tokenizer="bpe", vocab_size=300, split="tail", progress=False)
+    out = tmp_path / "data" / "fox_bpe300"
+    assert (out / "train.bin").is_file() and not (tmp_path / "data" / "fox_bpe").exists()
+    assert meta["vocab_size"] == 300 == load_tokenizer_for(out).vocab_size
+    assert meta["tokenizer_request"] == "bpe:300"
+    again = data.prepare(source="fox.txt", tokenizer="bpe", vocab_size=280, out_dir=out, split="tail", progress=False)
+    assert again["vocab_size"] == 280 and again["tokenizer_request"] == "bpe:280"
+    # The default size keeps the plain request, so folders made before sizes existed stay reusable.
+    plain = data.prepare(source="fox.txt", tokenizer="bpe", vocab_size=1024, split="tail", progress=False)
+    assert plain["tokenizer_request"] == "bpe" and (tmp_path / "data" / "fox_bpe" / "train.bin").is_file()
+
+
+@pytest.mark.parametrize(
+    "tokenizer,vocab_size,match",
+    [("char", 300, "only tokenizer='bpe'"), ("gpt2", 50257, "only tokenizer='bpe'"), ("bpe", 100, ">= 257")],
+)
+def test_bad_vocab_size_is_refused_before_any_folder(
+    tmp_path: Path, tokenizer: str, vocab_size: int, match: str
+) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=f"vocab_size={vocab_size}.*{match}"):
+        data.prepare(tokenizer=tokenizer, vocab_size=vocab_size, out_dir=out, progress=False)
+    assert not out.exists()
 
 
 def test_pieces_are_cut_only_where_the_pre_tokenizer_sees_whitespace():

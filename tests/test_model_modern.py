@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -426,3 +427,83 @@ def test_unet_skip_weights_are_counted_as_their_own_component() -> None:
 
     counts = parameters_by_component(get_preset("cpu_modern").override(unet_skips=True).model)
     assert counts["U-net skips"] == 2 and counts["LayerNorm"] == 4 * 2 * 128 + 128  # depth 4: two skips
+
+
+def _attention_by_hand(attn: torch.nn.Module, h: torch.Tensor, ve: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs) + causal mask) (v + ve), heads side by side, then the output projection."""
+    B, T, C = h.shape
+    nh = attn.num_heads
+    q, k, v = (h @ attn.c_attn.weight.T + attn.c_attn.bias).split(C, dim=-1)
+    v = v + ve
+    q, k, v = (t.reshape(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(C // nh)
+    scores = scores.masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+    return y @ attn.c_proj.weight.T + attn.c_proj.bias
+
+
+def test_value_embeddings_join_the_values_of_the_first_and_last_blocks() -> None:
+    from llmlab.config import ModelConfig
+    from llmlab.model import GPT
+
+    cfg = dict(vocab_size=30, block_size=16, embedding_size=32, num_heads=4, depth=4)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**cfg, value_embeds=1)).eval()
+    assert torch.equal(model.ve_weights.detach(), torch.ones(2))
+    assert "vte" not in GPT(ModelConfig(**cfg)).transformer  # off by default: GPT-2's parameters only
+    with torch.no_grad():
+        model.ve_weights.copy_(torch.tensor([0.5, -2.0]))
+        idx = torch.randint(0, 30, (2, 9))
+        table = model.transformer.vte[0].weight[idx]  # (B, T, C): each token's row
+        x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(9))
+        for layer, block in enumerate(model.transformer.h):
+            ve = {0: 0.5 * table, 3: -2.0 * table}.get(layer, torch.zeros_like(x))  # blocks 1, 2 read none
+            x = x + _attention_by_hand(block.attn, block.ln_1(x), ve)
+            x = x + block.mlp(block.ln_2(x))
+        by_hand = model.logits(model.transformer.ln_f(x))
+        torch.testing.assert_close(model(idx)[0], by_hand)
+        # A token's row depends on that token only: the KV-cache path gives the same tokens.
+        start = idx[:1, :3]
+        assert torch.equal(model.generate(start, 10, temperature=0, use_cache=True),
+                           model.generate(start, 10, temperature=0, use_cache=False))  # fmt: skip
+
+
+def test_value_embeddings_learn_at_the_embedding_rate_and_are_not_multiplied() -> None:
+    from llmlab.analysis import parameters_by_component
+    from llmlab.checkpoint_state import TrainingState
+    from llmlab.config import ModelConfig, get_preset
+    from llmlab.hf import hf_architecture
+    from llmlab.model import GPT
+
+    cfg = ModelConfig(vocab_size=30, block_size=16, embedding_size=32, num_heads=4, depth=4, value_embeds=2)
+    model = GPT(cfg)
+    tables = [t.weight for t in model.transformer.vte]
+    opt = model.configure_optimizer(0.0, 1e-3, optimizer="muon", embedding_lr_scale=10.0)
+    fast = next(g for g in opt.adamw.param_groups if g["lr_scale"] == 10.0)["params"]
+    assert all(any(t is p for p in fast) for t in tables)  # with wte, at 10x AdamW's rate, not on Muon
+    idx = torch.randint(0, 30, (2, 8))
+    model(idx, idx)[1].backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in tables)
+    assert model.ve_weights.grad is not None and model.ve_weights.grad.abs().sum() > 0
+    plain = GPT(dataclasses.replace(cfg, value_embeds=0))
+    # Looked up, never multiplied: the FLOPs per token (non-embedding parameters) do not count them.
+    assert model.num_parameters(non_embedding=True) == plain.num_parameters(non_embedding=True) + 4
+    assert model.num_parameters() == plain.num_parameters() + 2 * 30 * 32 + 4
+    assert parameters_by_component(model)["value embeddings"] == 2 * 30 * 32 + 4
+    with pytest.raises(ValueError, match="value_embeds"):
+        hf_architecture(model.config)
+    saved = get_preset("cpu_modern")
+    with pytest.raises(ValueError, match="another architecture.*value_embeds"):
+        TrainingState(model={}, config=saved.to_dict()).check_architecture(saved.override(value_embeds=1).model)
+    model.resize_token_embeddings(33)  # a chat template's specials: the value tables grow with wte
+    assert all(t.weight.shape == (33, 32) for t in model.transformer.vte)
+    torch.testing.assert_close(model.transformer.vte[1].weight[30], tables[1][:30].mean(0))
+    assert model(torch.tensor([[32, 1]]))[0].shape == (1, 2, 33)
+
+
+@pytest.mark.parametrize("value", [3, -1, True, 1.0])
+def test_value_embeds_beyond_half_the_depth_is_refused(value: object) -> None:
+    from llmlab.config import ModelConfig
+
+    with pytest.raises(ValueError, match=r"value_embeds=.*from 0 \(off\) to depth // 2 = 2"):
+        ModelConfig(vocab_size=30, depth=4, embedding_size=32, num_heads=4, value_embeds=value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,8 +71,11 @@ def _prepare_command(data_dir: Path) -> str:
     """The exact command that (re)creates ``data_dir``, guessed from its name (data/<source>_<tokenizer>)."""
     stem, _, tok = data_dir.name.rpartition("_")
     args = f"llmlab prepare --out {data_dir}"
+    sized = re.fullmatch(r"bpe(\d+)", tok)  # a BPE of another size than 1,024 (default_data_dir's name)
+    if sized:
+        tok = "bpe"
     if tok in ("char", "bpe", "gpt2"):
-        args += f" --tokenizer {tok}"
+        args += f" --tokenizer {tok}" + (f" --vocab-size {sized.group(1)}" if sized else "")
         if stem and stem != "shakespeare":  # the embedded corpus is the default source: no --source needed
             args += " --source PATH_TO_YOUR_CORPUS" if stem != "openwebtext" else " --source openwebtext"
     else:

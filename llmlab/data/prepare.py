@@ -62,7 +62,7 @@ from llmlab.data.processing import (
 from llmlab.data.sources import DEFAULT_TOKENIZER, default_data_dir, resolve_source
 from llmlab.data.tokenizing import _auto_split
 from llmlab.signals import interrupts_clean_up
-from llmlab.tokenizers import Tokenizer
+from llmlab.tokenizers import DEFAULT_BPE_VOCAB_SIZE, Tokenizer
 
 if TYPE_CHECKING:  # imported where used: datasets is slow to import
     import datasets
@@ -216,9 +216,13 @@ def _write_outputs(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _tokenizer_request(tokenizer: str | Tokenizer) -> str:
-    """What the caller asked for: a name (the tokenizer then depends only on the source) or a fingerprint."""
-    return tokenizer if isinstance(tokenizer, str) else f"fingerprint:{tokenizer.fingerprint}"
+def _tokenizer_request(tokenizer: str | Tokenizer, vocab_size: int | None = None) -> str:
+    """What the caller asked for: a name (the tokenizer then depends only on the source), with a BPE's size
+    when it is not the default ("bpe:4096"; plain "bpe" keeps folders made before sizes reusable), or a
+    fingerprint."""
+    if not isinstance(tokenizer, str):
+        return f"fingerprint:{tokenizer.fingerprint}"
+    return tokenizer if vocab_size in (None, DEFAULT_BPE_VOCAB_SIZE) else f"{tokenizer}:{vocab_size}"
 
 
 def _split_of(meta: Mapping[str, Any], split: str, val_fraction: float) -> str | None:
@@ -280,6 +284,7 @@ def prepare(
     seed: int = DEFAULT_SEED,
     force: bool = False,
     progress: bool = True,
+    vocab_size: int | None = None,
 ) -> dict[str, Any]:
     """Source -> ``train.bin``, ``val.bin``, ``tokenizer.json``, ``meta.json`` in ``out_dir``; returns the meta.
 
@@ -288,6 +293,8 @@ def prepare(
     out whole documents when the source has at least 10 non-empty documents and ``val_fraction`` of them is at
     least one, else the tail of the joined text; meta.json's ``split`` says which was used. An explicit
     ``split="documents"`` or ``"tail"`` forces one (``"documents"`` that would leave val empty is refused).
+    ``vocab_size`` (``tokenizer="bpe"`` only; default 1,024) trains the BPE to that many tokens; the default
+    folder then says so (``data/shakespeare_bpe4096``).
 
     Idempotent: when ``out_dir`` already holds complete outputs from the same source (same files, sizes and
     times), the same tokenizer request and the same split (as used), they are reused; ``force=True``
@@ -300,13 +307,13 @@ def prepare(
     :class:`OutputFolderBusyError` (it does not wait).
     """
     _check_split_args(split, val_fraction, num_proc)
-    _check_tokenizer_arg(tokenizer)
+    _check_tokenizer_arg(tokenizer, vocab_size)
     src = resolve_source(source)
-    out = Path(out_dir) if out_dir is not None else default_data_dir(src, tokenizer)
+    out = Path(out_dir) if out_dir is not None else default_data_dir(src, tokenizer, vocab_size)
     expected = {
         "source": src.spec,
         "source_fingerprint": src.fingerprint(),
-        "tokenizer_request": _tokenizer_request(tokenizer),
+        "tokenizer_request": _tokenizer_request(tokenizer, vocab_size),
         "val_fraction": val_fraction,
         "seed": seed,
         "format_version": FORMAT_VERSION,
@@ -334,6 +341,7 @@ def prepare(
                     seed=seed,
                     cache_dir=None if src.kind == "hub" else work / "cache",
                     progress=progress,
+                    vocab_size=vocab_size,
                     _tokens_file=work / "tokens.arrow",
                 )
             except OSError as e:  # a full disk while datasets writes its Arrow files into the work folder

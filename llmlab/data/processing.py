@@ -50,16 +50,23 @@ __all__ = ["load_and_process_dataset", "save_processed_dataset"]
 
 SPLITS = ("auto", "documents", "tail")
 DEFAULT_SEED = 2357  # seed of the train/val document split
+MIN_BPE_VOCAB = 257  # the 256 single bytes and <|endoftext|>: a BPE with no merges
 BPE_SAMPLE_CHARS = 1 << 20  # tokenizer="bpe" on a user corpus trains on its first million characters
 MAP_BATCH_DOCS = 256  # documents per datasets.map batch
 
 
 def _resolve_tokenizer(
-    tokenizer: str | Tokenizer, src: Source, ds: datasets.Dataset, split: str, train_texts: Iterator[str]
+    tokenizer: str | Tokenizer,
+    src: Source,
+    ds: datasets.Dataset,
+    split: str,
+    train_texts: Iterator[str],
+    vocab_size: int | None = None,
 ) -> Tokenizer:
     """A Tokenizer for this corpus: "char" from the corpus's own characters, "bpe" trained on the training
     part only (its first million characters; all of it for the embedded corpus) so that the held-out text
-    never shapes the vocabulary it is measured with, "gpt2" as is, or the instance given."""
+    never shapes the vocabulary it is measured with (``vocab_size`` tokens, default 1,024), "gpt2" as is, or the
+    instance given."""
     if not isinstance(tokenizer, str):
         return tokenizer
     if tokenizer == "gpt2" or (src.kind == SHAKESPEARE and tokenizer == "char"):
@@ -82,7 +89,7 @@ def _resolve_tokenizer(
             if limit is not None and n >= limit:
                 break
         # The tail split's pieces are consecutive slices of the joined text; documents need the join.
-        return get_tokenizer("bpe", text=("" if split == "tail" else JOIN).join(sample))
+        return get_tokenizer("bpe", text=("" if split == "tail" else JOIN).join(sample), vocab_size=vocab_size)
     return get_tokenizer(tokenizer)  # raises with the list of valid names
 
 
@@ -107,11 +114,17 @@ def _check_split_args(split: str, val_fraction: float, num_proc: int) -> None:
     check_int("num_proc", num_proc, 1, "use a whole number >= 1 (processes for tokenizing).")
 
 
-def _check_tokenizer_arg(tokenizer: str | Tokenizer) -> None:
-    """A bad tokenizer name fails before any work (and before any folder is made)."""
-    if isinstance(tokenizer, Tokenizer) or tokenizer in TOKENIZER_NAMES:
+def _check_tokenizer_arg(tokenizer: str | Tokenizer, vocab_size: int | None = None) -> None:
+    """A bad tokenizer name, or a vocabulary size it cannot take, fails before any work (and before any folder
+    is made)."""
+    if not (isinstance(tokenizer, Tokenizer) or tokenizer in TOKENIZER_NAMES):
+        raise invalid("tokenizer", tokenizer, f"use one of {', '.join(TOKENIZER_NAMES)}, or a Tokenizer instance.")
+    if vocab_size is None:
         return
-    raise invalid("tokenizer", tokenizer, f"use one of {', '.join(TOKENIZER_NAMES)}, or a Tokenizer instance.")
+    if tokenizer != "bpe":
+        fix = "only tokenizer='bpe' is trained to a size; leave vocab_size=None for this tokenizer."
+        raise invalid("vocab_size", vocab_size, fix)
+    check_int("vocab_size", vocab_size, MIN_BPE_VOCAB, f"use a whole number >= {MIN_BPE_VOCAB} (e.g. 1024 or 4096).")
 
 
 @contextmanager
@@ -140,6 +153,7 @@ def load_and_process_dataset(
     seed: int = DEFAULT_SEED,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    vocab_size: int | None = None,
     _tokens_file: str | os.PathLike[str] | None = None,
     _piece_chars: int = PIECE_CHARS,
 ) -> tuple[datasets.DatasetDict, Tokenizer]:
@@ -157,10 +171,11 @@ def load_and_process_dataset(
     Defaults: the embedded Shakespeare corpus, split "auto" (its 42 works: "documents") and the default
     training preset's tokenizer (:data:`~llmlab.data.sources.DEFAULT_TOKENIZER`: "bpe", a 1,024-token
     byte-level BPE trained on the training text), so that the manual's three calls make, offline, the data
-    that ``llmlab train`` trains on. ``tokenizer="gpt2"`` gives GPT-2's BPE.
+    that ``llmlab train`` trains on. ``tokenizer="gpt2"`` gives GPT-2's BPE. ``vocab_size`` (``"bpe"`` only)
+    trains the BPE to that many tokens instead.
     """
     _check_split_args(split, val_fraction, num_proc)
-    _check_tokenizer_arg(tokenizer)
+    _check_tokenizer_arg(tokenizer, vocab_size)
     with _progress_bars(progress):
         return _load_and_process(
             resolve_source(source),
@@ -173,6 +188,7 @@ def load_and_process_dataset(
             _tokens_file,
             _piece_chars,
             progress,
+            vocab_size,
         )
 
 
@@ -207,6 +223,7 @@ def _load_and_process(
     tokens_file: str | os.PathLike[str] | None,
     piece_chars: int,
     progress: bool = False,
+    vocab_size: int | None = None,
 ) -> tuple[datasets.DatasetDict, Tokenizer]:
     import datasets
 
@@ -241,7 +258,7 @@ def _load_and_process(
             fingerprint=fp,
         )
 
-    tok = _resolve_tokenizer(tokenizer, src, raw, split, _train_texts(raw, val_mask))
+    tok = _resolve_tokenizer(tokenizer, src, raw, split, _train_texts(raw, val_mask), vocab_size)
     dtype = _dtype_for(tok.vocab_size)
 
     # Our own fingerprint: datasets would otherwise hash the tokenizer (slow) to name its cache file.

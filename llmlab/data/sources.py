@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmlab.bpe import DEFAULT_BPE_VOCAB_SIZE
 from llmlab.config import DEFAULT_PRESET, get_preset
 from llmlab.corpus import ASSET_PATH, shakespeare
 
@@ -154,11 +155,16 @@ def _corpus_files(path: Path) -> tuple[Path, ...]:
 
 
 def default_data_dir(
-    source: str | os.PathLike[str] | Source | None = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER
+    source: str | os.PathLike[str] | Source | None = None,
+    tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
+    vocab_size: int | None = None,
 ) -> Path:
     """Where :func:`llmlab.data.prepare` writes by default: ``data/<source-name>_<tokenizer>``, e.g.
-    data/shakespeare_char; the tokenizer defaults to :data:`DEFAULT_TOKENIZER`, the default preset's."""
+    data/shakespeare_char; the tokenizer defaults to :data:`DEFAULT_TOKENIZER`, the default preset's. A BPE
+    of another size than the default 1,024 tokens gets its own folder: ``data/shakespeare_bpe4096``."""
     name = tokenizer if isinstance(tokenizer, str) else tokenizer.name
+    if vocab_size not in (None, DEFAULT_BPE_VOCAB_SIZE):
+        name += str(vocab_size)
     return Path("data") / f"{resolve_source(source).name}_{name}"
 
 
