@@ -24,11 +24,11 @@ sys.path.insert(0, {bench!r})
 import llmlab.runtime as runtime
 if not {tuned}:
     runtime._allocator_tuned = False  # as if tuned already: the Trainer leaves glibc's defaults alone
-from common import prepared, scratch_dir  # noqa: E402  (bench/common.py)
+from common import prepared_for, scratch_dir  # noqa: E402  (bench/common.py)
 from llmlab.config import get_preset
 from llmlab.train import Trainer
 config = get_preset({preset!r}).override(compile="false", tokenizer="bpe")
-trainer = Trainer(config, prepared("bpe"), scratch_dir(), callbacks=())
+trainer = Trainer(config, prepared_for(config), scratch_dir(), callbacks=())
 for _ in range(4):
     trainer.train_step(config.train.max_lr)
 r0, times = resource.getrusage(resource.RUSAGE_SELF), []

@@ -19,7 +19,7 @@ from llmlab.config import Config, get_preset
 from llmlab.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import full_split_bpb, prepared, scratch_dir  # noqa: E402  (bench/common.py)
+from common import full_split_bpb, prepared_for, scratch_dir  # noqa: E402  (bench/common.py)
 
 
 def candidates() -> dict[str, Config]:
@@ -46,7 +46,7 @@ def main() -> None:
     rows = []
     for name in args.candidates:
         config = table[name].override(max_iters=100_000, max_seconds=args.seconds, eval_interval=100_000)
-        data = prepared(config.train.tokenizer)  # the last 10% of the joined corpus held out
+        data = prepared_for(config)  # its tokenizer (and BPE size); the last 10% of the joined corpus held out
         trainer = Trainer(config, data=data, out_dir=scratch_dir())
         result = trainer.fit()
         model = trainer.raw_model

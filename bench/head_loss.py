@@ -26,7 +26,7 @@ from llmlab.head_loss import linear_cross_entropy, reference_linear_cross_entrop
 from llmlab.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import prepared, scratch_dir  # noqa: E402  (bench/common.py)
+from common import prepared_for, scratch_dir  # noqa: E402  (bench/common.py)
 
 
 def alternate(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -76,7 +76,7 @@ def bench_loss(repeats: int) -> None:
 def bench_steps(presets: list[str], steps: int) -> None:
     for preset in presets:
         config = get_preset(preset).override(compile="false", tokenizer="bpe")
-        trainer = Trainer(config, prepared("bpe"), scratch_dir(), callbacks=())
+        trainer = Trainer(config, prepared_for(config), scratch_dir(), callbacks=())
         lr = config.train.max_lr
 
         med = alternate(

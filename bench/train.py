@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import full_split_bpb, load_note, peak_rss_mb, prepared, scratch_dir  # noqa: E402  (bench/common.py)
+from common import full_split_bpb, load_note, peak_rss_mb, prepared, prepared_for, scratch_dir  # noqa: E402  (bench/common.py)
 
 from llmlab.config import Config, get_preset
 from llmlab.data import TokenBatches
@@ -244,7 +244,7 @@ def bench_quality(
     config = get_preset(preset).override(**budget).override(parse_overrides(overrides))
     tok = tokenizer or config.train.tokenizer
     config = config.override(tokenizer=tok)
-    data_dir = prepared(tok)
+    data_dir = prepared_for(config)
     t0 = time.perf_counter()
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     result = trainer.fit()
@@ -305,7 +305,7 @@ def bench_memory(preset: str, steps: int, batch_size: int | None) -> None:
     )
     if batch_size:
         config = config.override(batch_size=batch_size)
-    data_dir = prepared(config.train.tokenizer)
+    data_dir = prepared_for(config)
     trainer = Trainer(config, data_dir, scratch_dir(), callbacks=())
     if os.environ.get("LLMLAB_PLAIN_LOSS") == "1":  # the (B, T, V) logits as before llmlab.head_loss, to compare
         import llmlab.model
