@@ -372,6 +372,15 @@ def test_resuming_into_another_mlp_is_refused_before_loading_weights() -> None:
             state.check_architecture(saved.override(**change).model)
 
 
+def _matches_by_hand_with_and_without_cache(model: torch.nn.Module, idx: torch.Tensor, last: torch.Tensor) -> None:
+    """The model's logits equal those of ``last``, the final block's output computed by hand, and greedy generation
+    gives the same tokens with and without the KV cache."""
+    torch.testing.assert_close(model(idx)[0], model.logits(model.transformer.ln_f(last)))
+    start = idx[:1, :3]
+    assert torch.equal(model.generate(start, 10, temperature=0, use_cache=True),
+                       model.generate(start, 10, temperature=0, use_cache=False))  # fmt: skip
+
+
 def test_unet_skips_add_each_first_half_output_to_its_mirror_block_input() -> None:
     from llmlab.config import ModelConfig
     from llmlab.model import GPT
@@ -391,12 +400,8 @@ def test_unet_skips_add_each_first_half_output_to_its_mirror_block_input() -> No
         x3 = h[2](x2)  # the middle block of an odd depth gets no skip
         x4 = h[3](x3 - 2.0 * x2)
         x5 = h[4](x4 + 0.5 * x1)
-        by_hand = model.logits(model.transformer.ln_f(x5))
-        torch.testing.assert_close(model(idx)[0], by_hand)
         # The KV-cache path gives the same tokens (each new token's skips are its own positions').
-        start = idx[:1, :3]
-        assert torch.equal(model.generate(start, 10, temperature=0, use_cache=True),
-                           model.generate(start, 10, temperature=0, use_cache=False))  # fmt: skip
+        _matches_by_hand_with_and_without_cache(model, idx, x5)
 
 
 def test_unet_skips_train_export_refuses_and_resume_checks() -> None:
@@ -460,12 +465,8 @@ def test_value_embeddings_join_the_values_of_the_first_and_last_blocks() -> None
             ve = {0: 0.5 * table, 3: -2.0 * table}.get(layer, torch.zeros_like(x))  # blocks 1, 2 read none
             x = x + _attention_by_hand(block.attn, block.ln_1(x), ve)
             x = x + block.mlp(block.ln_2(x))
-        by_hand = model.logits(model.transformer.ln_f(x))
-        torch.testing.assert_close(model(idx)[0], by_hand)
         # A token's row depends on that token only: the KV-cache path gives the same tokens.
-        start = idx[:1, :3]
-        assert torch.equal(model.generate(start, 10, temperature=0, use_cache=True),
-                           model.generate(start, 10, temperature=0, use_cache=False))  # fmt: skip
+        _matches_by_hand_with_and_without_cache(model, idx, x)
 
 
 def test_value_embeddings_learn_at_the_embedding_rate_and_are_not_multiplied() -> None:
