@@ -30,15 +30,13 @@ LEVERS = {
     "unet": {"unet_skips": True},  # block i's output into block depth-1-i's input, learned weights (modded-nanogpt)
     # A BPE (trained on the train text only) of more tokens: val bytes per token 2.33 at 1,024, 2.64 at 2,048,
     # 2.90 at 4,096, 3.15 at 8,192; the output head (and its share of a step) grows with it.
-    "bpe1024": {"vocab_size": 1024},
+    "bpe1024": {"vocab_size": 1024},  # the vocabulary cpu_modern had until 2026-12-05
     "bpe2048": {"vocab_size": 2048},
     "bpe4096": {"vocab_size": 4096},
     "bpe8192": {"vocab_size": 8192},
     "b32_t64": {"batch_size": 32, "block_size": 64},  # the same tokens per step in shorter windows
-    "e96": {"embedding_size": 96, "num_heads": 3},  # a narrower model (0.56x the matrices): more steps
     "ve1": {"value_embeds": 1},  # one value-embedding table, read by the first and the last block
     "ve2": {"value_embeds": 2},  # two tables: blocks 0 and 2 read the first, blocks 1 and 3 the second
-    "emb5": {"embedding_lr_scale": 5.0},  # the embedding tables (token, value) at 5x AdamW's rate instead of 10x
     # the same hidden width as ReLU² (1.5x its MLP weights)
     "swiglu_4c": {"mlp": "swiglu", "mlp_hidden": 4 * get_preset("cpu_modern").model.embedding_size},
 }

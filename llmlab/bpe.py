@@ -38,6 +38,12 @@ GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{
 Pair = tuple[int, int]
 
 
+def non_default_size(vocab_size: int | None) -> int | None:
+    """``vocab_size`` when it asks for a BPE of another size than :data:`DEFAULT_BPE_VOCAB_SIZE`, else None: only
+    such a size is named in a data folder, a prepare request or a command line."""
+    return None if vocab_size in (None, DEFAULT_BPE_VOCAB_SIZE) else vocab_size
+
+
 def check_special_tokens(special_tokens: Iterable[str], name: str = "special_tokens") -> tuple[str, ...]:
     """``special_tokens`` as a tuple of distinct non-empty strings in the given order, ``<|endoftext|>`` left
     out (every llmlab vocabulary has it already, as its last id); ValueError for anything else."""

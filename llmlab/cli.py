@@ -55,9 +55,10 @@ def _checkpoint(given: str | None) -> str:
 
 def _vocab_flag(vocab_size: int | None) -> str:
     """`` --vocab-size N`` where the BPE is not the default size, else nothing."""
-    from llmlab.tokenizers import DEFAULT_BPE_VOCAB_SIZE
+    from llmlab.bpe import non_default_size
 
-    return f" --vocab-size {vocab_size}" if vocab_size not in (None, DEFAULT_BPE_VOCAB_SIZE) else ""
+    size = non_default_size(vocab_size)
+    return f" --vocab-size {size}" if size else ""
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmlab.bpe import non_default_size
 from llmlab.data.batches import BIN_FILES, FORMAT_VERSION, _dtype_for, load_meta
 from llmlab.data.outputs import (
     _DISK_FULL,
@@ -62,7 +63,7 @@ from llmlab.data.processing import (
 from llmlab.data.sources import DEFAULT_TOKENIZER, default_data_dir, resolve_source
 from llmlab.data.tokenizing import _auto_split
 from llmlab.signals import interrupts_clean_up
-from llmlab.tokenizers import DEFAULT_BPE_VOCAB_SIZE, Tokenizer
+from llmlab.tokenizers import Tokenizer
 
 if TYPE_CHECKING:  # imported where used: datasets is slow to import
     import datasets
@@ -222,7 +223,8 @@ def _tokenizer_request(tokenizer: str | Tokenizer, vocab_size: int | None = None
     fingerprint."""
     if not isinstance(tokenizer, str):
         return f"fingerprint:{tokenizer.fingerprint}"
-    return tokenizer if vocab_size in (None, DEFAULT_BPE_VOCAB_SIZE) else f"{tokenizer}:{vocab_size}"
+    size = non_default_size(vocab_size)
+    return f"{tokenizer}:{size}" if size else tokenizer
 
 
 def _split_of(meta: Mapping[str, Any], split: str, val_fraction: float) -> str | None:

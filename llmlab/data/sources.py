@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmlab.bpe import DEFAULT_BPE_VOCAB_SIZE
+from llmlab.bpe import non_default_size
 from llmlab.config import DEFAULT_PRESET, get_preset
 from llmlab.corpus import ASSET_PATH, shakespeare
 
@@ -163,8 +163,8 @@ def default_data_dir(
     data/shakespeare_char; the tokenizer defaults to :data:`DEFAULT_TOKENIZER`, the default preset's. A BPE
     of another size than the default 1,024 tokens gets its own folder: ``data/shakespeare_bpe4096``."""
     name = tokenizer if isinstance(tokenizer, str) else tokenizer.name
-    if vocab_size not in (None, DEFAULT_BPE_VOCAB_SIZE):
-        name += str(vocab_size)
+    if size := non_default_size(vocab_size):
+        name += str(size)
     return Path("data") / f"{resolve_source(source).name}_{name}"
 
 
